@@ -1,0 +1,1 @@
+"""Attention math: ORE assembly and the region attention program (pure torch; no ComfyUI imports)."""

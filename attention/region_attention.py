@@ -1,0 +1,234 @@
+"""The region attention program: RGB-CAM (ALE-Edit, ICCV 2025, Sec. 4.2) as one fused attention call.
+
+One program object per patched model lives in ``transformer_options[PROGRAM_KEY]``;
+nodes add terms to a copy of it, and two small callables interpret it:
+
+- :class:`ValueSubstitution` (an ``attn2_patch``, sees UNPROJECTED tokens) finds the
+  target-conditional rows by content and appends the ORE value sets to the value
+  tokens (and, in strict mode, the objects' own key tokens to the context), so the
+  layer's own ``to_k``/``to_v`` project them (LoRA, low-VRAM casting and dtype included);
+- :class:`RegionCrossAttention` (an ``attn2`` replace, sees PROJECTED tokens) runs
+  RGB-CAM on those rows and the plain attention (or the replace another pack had
+  installed there) on every other row.
+
+Pure torch; ComfyUI's attention function is passed in as ``program.attention``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..masking.ops import region_weights, resize_masks, layer_grid
+from .ore import OreEmbeddings
+
+PROGRAM_KEY = "leakfree_edit"
+ROWS_KEY = "leakfree_edit_rows"  # per-block hand-over from the attn2_patch to the replace
+
+# fn(q, k, v, heads, extra_options) -> [B, tokens, heads * dim_head]
+AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, dict], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class CrossAttentionRegions:
+    """The RGB-CAM term: ORE values, token spans and object masks.
+
+    ``strict=False`` (ALE): keys from the plain target base prompt, one attention
+    map M for every term, A = (M V_sub) m_bg + sum_i (M V_ORE_i) m_i (ALE-Edit Eq. 5),
+    object j's tokens biased to -inf outside mask j.
+    ``strict=True``: region i attends only to object i's own encoding (keys and
+    values), so nothing of object j's text can reach region i; the background
+    keeps the base keys and the substituted values.
+    """
+
+    embeddings: OreEmbeddings
+    spans: tuple[tuple[int, int], ...]
+    masks: torch.Tensor  # [N, H, W] in [0, 1], any resolution
+    strict: bool = False
+    sigma_start: float = math.inf  # active while sigma_end <= sigma <= sigma_start
+    sigma_end: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.embeddings.keys.shape[0]
+
+    @property
+    def count(self) -> int:
+        return len(self.spans)
+
+    def active(self, sigmas: torch.Tensor | None) -> bool:
+        if sigmas is None:
+            return True
+        sigma = float(sigmas.max())
+        return self.sigma_end <= sigma <= self.sigma_start
+
+
+@dataclass
+class RegionAttentionProgram:
+    """Everything the patched attention layers need; terms are data, the callables interpret them."""
+
+    attention: AttentionFn
+    cross: CrossAttentionRegions | None = None
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __deepcopy__(self, memo):
+        # ModelPatcher.clone() deep-copies model_options: share the immutable terms, start a fresh cache.
+        return replace(self, cache={})
+
+    def with_cross(self, cross: CrossAttentionRegions) -> "RegionAttentionProgram":
+        return replace(self, cross=cross, cache={})
+
+    def _cached(self, key, build):
+        if key not in self.cache:
+            self.cache[key] = build()
+        return self.cache[key]
+
+    def text_tokens(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(keys [T, C], extra value tokens [(N+1)T, C], extra key tokens [NT, C] or None) on device."""
+
+        def build():
+            e = self.cross.embeddings
+            objects = e.own if self.cross.strict else e.objects
+            values = torch.cat([e.substituted.unsqueeze(0), objects]).flatten(0, 1)
+            keys = e.own.flatten(0, 1) if self.cross.strict else None
+            move = lambda t: None if t is None else t.to(device=device, dtype=dtype)
+            return move(e.keys), move(values), move(keys)
+
+        return self._cached(("tokens", device, dtype), build)
+
+    def grid(self, height: int, width: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(additive bias [1, 1, HW, K], blend weights [HW, N+1]) for one layer size, built once."""
+
+        def build():
+            masks = resize_masks(self.cross.masks.to(device=device, dtype=torch.float32), height, width)
+            return region_bias(masks, self.cross.spans, self.cross.tokens, self.cross.strict, dtype), region_weights(masks).to(dtype)
+
+        return self._cached(("grid", height, width, device, dtype), build)
+
+
+def region_bias(masks: torch.Tensor, spans, tokens: int, strict: bool, dtype) -> torch.Tensor:
+    """RGB-CAM's token bias: object j's span gets -inf at pixels outside mask j.
+
+    In strict mode the keys are [base | own_1 | ... | own_N] blocks of ``tokens``
+    each, and a pixel sees only the block of its region (overlaps go to the base block).
+    """
+    inside = masks.flatten(1).transpose(0, 1) > 0  # [HW, N]
+    blocked = torch.zeros(inside.shape[0], tokens, dtype=torch.bool, device=masks.device)
+    for index, (start, end) in enumerate(spans):
+        blocked[:, start:end] = ~inside[:, index : index + 1]
+    if strict:
+        region = region_weights(masks).argmax(dim=1)  # [HW]: 0 background, i+1 object i
+        blocks = torch.arange(len(spans) + 1, device=masks.device).repeat_interleave(tokens)
+        blocked = torch.cat([blocked, blocked.new_zeros(blocked.shape[0], tokens * len(spans))], dim=1)
+        blocked |= blocks.unsqueeze(0) != region.unsqueeze(1)
+    bias = torch.zeros(blocked.shape, dtype=dtype, device=masks.device)
+    return bias.masked_fill_(blocked, float("-inf"))[None, None]
+
+
+def target_rows(context: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Indices of batch rows whose context is the target base prompt (lcm-repeated or not)."""
+    tokens = keys.shape[0]
+    if context.shape[1] % tokens or context.shape[-1] != keys.shape[-1]:
+        return torch.empty(0, dtype=torch.long, device=context.device)
+    distance = (context[:, :tokens] - keys).abs().flatten(1).amax(dim=1)
+    tolerance = 1e-3 * (1.0 + float(keys.abs().max()))
+    return torch.nonzero(distance <= tolerance).flatten()
+
+
+class ValueSubstitution:
+    """``attn2_patch``: append the ORE value (and strict key) tokens for the layer to project."""
+
+    def __call__(self, n, context, value, extra_options):
+        program: RegionAttentionProgram | None = extra_options.get(PROGRAM_KEY)
+        extra_options[ROWS_KEY] = None
+        if program is None or program.cross is None or not program.cross.active(extra_options.get("sigmas")):
+            return n, context, value
+        keys, values, own_keys = program.text_tokens(context.device, context.dtype)
+        rows = target_rows(context, keys)
+        if rows.numel() == 0:
+            return n, context, value
+        extra_options[ROWS_KEY] = (rows, context.shape[1])
+        batch = context.shape[0]
+        value = torch.cat([value, values.unsqueeze(0).expand(batch, -1, -1)], dim=1)
+        if own_keys is not None:
+            context = torch.cat([context, own_keys.unsqueeze(0).expand(batch, -1, -1)], dim=1)
+        return n, context, value
+
+
+class RegionCrossAttention:
+    """``attn2`` replace for one block: RGB-CAM on the target rows, the usual attention elsewhere.
+
+    ``previous`` is the replace another pack had installed on this block: it still
+    runs on every row (with the original keys and values), and on the target rows
+    its own contribution (previous - plain) is added to RGB-CAM, which composes
+    additive patches such as IP-Adapter's.
+    """
+
+    def __init__(self, previous=None):
+        self.previous = previous
+
+    def __call__(self, q, k, v, extra_options):
+        program: RegionAttentionProgram | None = extra_options.get(PROGRAM_KEY)
+        stash = extra_options.pop(ROWS_KEY, None)
+        heads = extra_options["n_heads"]
+        plain = program.attention if program is not None else None
+        if stash is None:
+            return self.previous(q, k, v, extra_options) if self.previous else plain(q, k, v, heads, extra_options)
+        rows, context_tokens = stash
+        base_k, base_v = k[:, :context_tokens], v[:, :context_tokens]
+        region = rgb_cam(q[rows], k[rows], v[rows], context_tokens, heads, program, extra_options)
+        if self.previous is not None:
+            out = self.previous(q, base_k, base_v, extra_options)
+            region = region + out[rows] - plain(q[rows], base_k[rows], base_v[rows], heads, extra_options)
+        else:
+            out = torch.empty_like(q[..., : base_v.shape[-1]])
+            others = _complement(rows, q.shape[0])
+            if others.numel():
+                out[others] = plain(q[others], base_k[others], base_v[others], heads, extra_options)
+        out[rows] = region.to(out.dtype)
+        return out
+
+
+def _complement(rows: torch.Tensor, batch: int) -> torch.Tensor:
+    keep = torch.ones(batch, dtype=torch.bool, device=rows.device)
+    keep[rows] = False
+    return torch.nonzero(keep).flatten()
+
+
+def rgb_cam(q, k, v, context_tokens: int, heads: int, program: RegionAttentionProgram, extra_options) -> torch.Tensor:
+    """RGB-CAM for target rows in one ``scaled_dot_product_attention`` call.
+
+    ``q`` [R, HW, heads*d]; ``k``/``v`` hold the context tokens first, then the
+    appended ORE tokens. Default mode: values of the N+1 terms are laid side by
+    side on the feature axis (SDPA allows a value width other than q/k's), so
+    one attention map serves all terms; strict mode: key/value blocks on the
+    token axis, each pixel's bias selecting its region's block.
+    """
+    cross = program.cross
+    rows, pixels, inner = q.shape
+    dim = inner // heads
+    tokens, terms = cross.tokens, cross.count + 1
+    height, width = layer_size(extra_options, pixels)
+    bias, weights = program.grid(height, width, q.device, q.dtype)
+    split = lambda t: t.view(rows, -1, heads, dim).transpose(1, 2)  # [R, heads, tokens, d]
+    query = split(q)
+    if cross.strict:
+        keys = split(torch.cat([k[:, :tokens], k[:, context_tokens:]], dim=1))
+        out = F.scaled_dot_product_attention(query, keys, split(v[:, context_tokens:]), attn_mask=bias)
+    else:
+        values = v[:, context_tokens:].view(rows, terms, tokens, heads, dim).permute(0, 3, 2, 1, 4)
+        out = F.scaled_dot_product_attention(query, split(k[:, :tokens]), values.reshape(rows, heads, tokens, terms * dim), attn_mask=bias)
+        out = torch.einsum("rhpnd,pn->rhpd", out.view(rows, heads, pixels, terms, dim), weights)
+    return out.transpose(1, 2).reshape(rows, pixels, inner)
+
+
+def layer_size(extra_options: dict, pixels: int) -> tuple[int, int]:
+    """The exact (h, w) of the current layer: ``activations_shape`` where ComfyUI gives it, else derived."""
+    shape = extra_options.get("activations_shape")
+    if shape is not None and shape[-2] * shape[-1] == pixels:
+        return int(shape[-2]), int(shape[-1])
+    original = extra_options["original_shape"]
+    return layer_grid((int(original[-2]), int(original[-1])), pixels)

@@ -1,0 +1,1 @@
+"""Mask math and the detector/segmenter wrappers (pure torch; no ComfyUI imports)."""

@@ -1,0 +1,81 @@
+"""The few places where the pack touches ComfyUI internals, written for 2024 and 2025+ releases."""
+from __future__ import annotations
+
+import inspect
+import logging
+
+import comfy.ldm.modules.attention as comfy_attention
+
+from ..attention.region_attention import PROGRAM_KEY, RegionAttentionProgram, RegionCrossAttention, ValueSubstitution
+
+log = logging.getLogger("LeakFreeEdit")
+
+CATEGORY = "LeakFreeEdit"
+
+
+class NodeInputError(ValueError):
+    """A user-facing error: the message names the node and the fix."""
+
+
+def plain_attention(q, k, v, heads, extra_options):
+    """ComfyUI's configured attention, called as the unpatched ``CrossAttention`` would call it."""
+    function = comfy_attention.optimized_attention
+    kwargs = {"attn_precision": extra_options.get("attn_precision")}
+    if _accepts_transformer_options(function):
+        kwargs["transformer_options"] = extra_options
+    return function(q, k, v, heads, **kwargs)
+
+
+def _accepts_transformer_options(function) -> bool:
+    parameters = inspect.signature(function).parameters
+    return "transformer_options" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+def cross_attention_blocks(diffusion_model) -> list[tuple[str, int, int]]:
+    """Replace keys ``(block, id, index)`` of every transformer block with cross-attention.
+
+    Walks the model instead of trusting a hard-coded id list (SD1.5, SD2, SDXL and
+    fine-tunes with other depths all come out right, the middle block included).
+    """
+    groups = [("input", diffusion_model.input_blocks), ("middle", [diffusion_model.middle_block]), ("output", diffusion_model.output_blocks)]
+    keys = []
+    for name, blocks in groups:
+        for number, block in enumerate(blocks):
+            for module in block:
+                for index, transformer in enumerate(getattr(module, "transformer_blocks", ())):
+                    if getattr(transformer, "attn2", None) is not None:
+                        keys.append((name, number, index))
+    return keys
+
+
+def context_dim(model) -> int | None:
+    return model.model.model_config.unet_config.get("context_dim")
+
+
+def region_program(model) -> RegionAttentionProgram:
+    """The program already on ``model`` (a clone), or a new one."""
+    program = model.model_options.get("transformer_options", {}).get(PROGRAM_KEY)
+    return program if program is not None else RegionAttentionProgram(attention=plain_attention)
+
+
+def install_region_program(model, program: RegionAttentionProgram) -> None:
+    """Put ``program`` on ``model`` (a clone) and its callables on every cross-attention block once.
+
+    A replace another pack put on a block is wrapped, not overwritten.
+    """
+    options = model.model_options.setdefault("transformer_options", {})
+    options[PROGRAM_KEY] = program
+    patches = options.get("patches", {}).get("attn2_patch", [])
+    if any(isinstance(p, ValueSubstitution) for p in patches):
+        return
+    model.set_model_attn2_patch(ValueSubstitution())
+    replaced = options.get("patches_replace", {}).get("attn2", {})
+    for key in cross_attention_blocks(model.model.diffusion_model):
+        previous = replaced.get(key, replaced.get(key[:2]))
+        if previous is not None:
+            log.info("LeakFreeEdit: chaining the attention patch already on block %s", key)
+        model.set_model_attn2_replace(RegionCrossAttention(previous), *key)
+
+
+def percent_to_sigma(model, percent: float) -> float:
+    return float(model.get_model_object("model_sampling").percent_to_sigma(percent))

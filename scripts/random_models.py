@@ -1,0 +1,100 @@
+"""Random-weight models built with ComfyUI's own classes: for the tests, the benchmark and the
+headless runner when no checkpoint is named. Nothing is downloaded; the CLIP vocabulary is the
+one that ships inside the ComfyUI package.
+"""
+from __future__ import annotations
+
+import torch
+
+import comfy.model_patcher
+import comfy.sd
+import comfy.sd1_clip
+import comfy.sdxl_clip
+import comfy.supported_models
+import comfy.supported_models_base
+import comfy.taesd.taesd
+
+SD15_FULL = dict(  # the real SD1.5 UNet shape
+    model_channels=320, channel_mult=[1, 2, 4, 4], num_res_blocks=[2, 2, 2, 2],
+    transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+    transformer_depth_middle=1, num_heads=8,
+)
+SD15_TINY = dict(
+    model_channels=32, channel_mult=[1, 2], num_res_blocks=[1, 1], transformer_depth=[1, 1],
+    transformer_depth_output=[1, 1, 1, 1], transformer_depth_middle=1, num_heads=2,
+)
+SDXL_TINY = dict(  # SDXL's layout (linear transformers, depth 2 blocks, adm, 2048-d context), small widths
+    model_channels=32, channel_mult=[1, 2], num_res_blocks=[1, 1], transformer_depth=[0, 2],
+    transformer_depth_output=[0, 0, 2, 2], transformer_depth_middle=1, num_head_channels=16,
+)
+SDXL_FULL = dict(
+    model_channels=320, channel_mult=[1, 2, 4], num_res_blocks=[2, 2, 2], transformer_depth=[0, 0, 2, 2, 10, 10],
+    transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10], transformer_depth_middle=10, num_head_channels=64,
+)
+
+TINY_TEXT = dict(hidden_act="quick_gelu", intermediate_size=64, num_attention_heads=2, num_hidden_layers=3,
+                 max_position_embeddings=77, vocab_size=49408, layer_norm_eps=1e-5, bos_token_id=0, eos_token_id=2,
+                 pad_token_id=1, model_type="clip_text_model", architectures=["CLIPTextModel"])
+
+
+def randomize_(module: torch.nn.Module, seed: int = 0, std: float = 0.02) -> torch.nn.Module:
+    """Fill every parameter: ComfyUI builds layers without initialising them."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            if name.endswith("bias"):
+                parameter.zero_()
+            elif "norm" in name and parameter.ndim == 1:
+                parameter.fill_(1.0)
+            else:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+    return module
+
+
+def unet(kind: str = "sd15", size: str = "tiny", seed: int = 0) -> comfy.model_patcher.ModelPatcher:
+    """A ModelPatcher around a random-weight UNet of ComfyUI's own classes."""
+    shapes = {("sd15", "tiny"): SD15_TINY, ("sd15", "full"): SD15_FULL, ("sdxl", "tiny"): SDXL_TINY, ("sdxl", "full"): SDXL_FULL}
+    base = dict(use_checkpoint=False, image_size=32, in_channels=4, out_channels=4, use_spatial_transformer=True,
+                legacy=False, use_temporal_attention=False, use_temporal_resblock=False, dtype=torch.float32)
+    if kind == "sd15":
+        config = dict(base, adm_in_channels=None, context_dim=768, use_linear_in_transformer=False, **shapes[(kind, size)])
+        model_config = comfy.supported_models.SD15(config)
+    else:
+        config = dict(base, adm_in_channels=2816, num_classes="sequential", context_dim=2048, use_linear_in_transformer=True, **shapes[(kind, size)])
+        model_config = comfy.supported_models.SDXL(config)
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model({})
+    randomize_(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+class _TinySDXLClip(comfy.sdxl_clip.SDXLClipModel):
+    """SDXL's two-encoder CLIP (hidden layer -2 of L, penultimate of G, pooled from G) with tiny widths."""
+
+    def __init__(self, device="cpu", dtype=None, **kwargs):
+        torch.nn.Module.__init__(self)
+        self.clip_l = comfy.sd1_clip.SDClipModel(layer="hidden", layer_idx=-2, device=device, dtype=dtype, layer_norm_hidden_state=False,
+                                                 textmodel_json_config=dict(TINY_TEXT, hidden_size=768, projection_dim=768))
+        self.clip_g = comfy.sd1_clip.SDClipModel(layer="hidden", layer_idx=-2, device=device, dtype=dtype, layer_norm_hidden_state=False,
+                                                 special_tokens={"start": 49406, "end": 49407, "pad": 0},
+                                                 textmodel_json_config=dict(TINY_TEXT, hidden_size=1280, projection_dim=1280))
+        self.dtypes = {dtype}
+
+
+def clip(kind: str = "sd15", seed: int = 0) -> comfy.sd.CLIP:
+    """A comfy.sd.CLIP with random weights, the real tokenizers and the real encode path."""
+    if kind == "sd15":
+        target = comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel)
+        target.params = {"textmodel_json_config": dict(TINY_TEXT, hidden_size=768, projection_dim=768)}
+    else:
+        target = comfy.supported_models_base.ClipTarget(comfy.sdxl_clip.SDXLTokenizer, _TinySDXLClip)
+    with torch.no_grad():  # the fork's text model copies an identity projection in place
+        result = comfy.sd.CLIP(target)
+    randomize_(result.cond_stage_model, seed, std=0.05)
+    return result
+
+
+def vae(seed: int = 0) -> comfy.sd.VAE:
+    """A random-weight TAESD-format VAE (8x down/up-sampling, 4 latent channels)."""
+    state = randomize_(comfy.taesd.taesd.TAESD(), seed, std=0.05).state_dict()
+    return comfy.sd.VAE(sd=state)

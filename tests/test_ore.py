@@ -1,0 +1,103 @@
+"""Object-Restricted Encoding equals ALE-Edit's definition, element by element, on ComfyUI's CLIP."""
+import pytest
+import torch
+
+from leakfree_edit.attention.ore import object_restricted
+from leakfree_edit.attention.plan import EditPlanError, parse_edits
+
+EDITS = "wolf -> brown-colored goat\nmoon -> goat made of gold\ncloud -> brown-colored goat"
+
+
+def encode_alone(clip, text):
+    cond, _ = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
+    return cond[0]
+
+
+def inner_ids(clip, text, key="l"):
+    window = clip.tokenize(text)[key][0]
+    ids = [t[0] for t in window]
+    return ids[1 : ids.index(49407)]
+
+
+def test_parse_edits_reads_lines_and_names_bad_ones():
+    assert [e.target for e in parse_edits("# comment\n wolf -> goat \n\nmoon → gold moon")] == ["goat", "gold moon"]
+    with pytest.raises(EditPlanError, match="line 2 .*no '->'"):
+        parse_edits("wolf -> goat\nmoon is gold")
+    with pytest.raises(EditPlanError, match="line 1"):
+        parse_edits(" -> goat")
+    with pytest.raises(EditPlanError, match="empty"):
+        parse_edits("\n# nothing\n")
+
+
+@pytest.mark.parametrize("kind", ["sd15", "sdxl"])
+def test_ore_matches_the_definition(models, kind):
+    from leakfree_edit.nodes.encode import encode_plan
+
+    clip = models.clip(kind)
+    plan, ore, pooled = encode_plan(clip, EDITS, "object")
+    targets = plan.targets
+    base_prompt = " and ".join(targets)
+    # Keys are the plain encoding of the target base prompt, as CLIPTextEncode would give.
+    torch.testing.assert_close(ore.keys, encode_alone(clip, base_prompt), rtol=0, atol=1e-5)
+    # Spans are exact for multi-token words and repeated prompts (objects 0 and 2 are the same text).
+    base_ids = inner_ids(clip, base_prompt)
+    for (start, end), target in zip(plan.target_spans, targets):
+        assert base_ids[start - 1 : end - 1] == inner_ids(clip, target)
+    assert plan.target_spans[0] != plan.target_spans[2]
+    assert len(inner_ids(clip, "brown-colored goat")) == 4  # brown - colored goat
+    assert plan.target_eos == len(base_ids) + 1
+    eos, length = plan.target_eos, ore.keys.shape[0]
+    for i, ((start, end), target) in enumerate(zip(plan.target_spans, targets)):
+        own = encode_alone(clip, target)
+        span = end - start
+        torch.testing.assert_close(ore.own[i], own, rtol=0, atol=1e-5)
+        torch.testing.assert_close(ore.substituted[start:end], own[1 : 1 + span], rtol=0, atol=1e-5)
+        o = ore.objects[i]
+        torch.testing.assert_close(o[0], ore.keys[0], rtol=0, atol=1e-5)  # BOS kept
+        torch.testing.assert_close(o[start:end], own[1 : 1 + span], rtol=0, atol=1e-5)
+        outside = torch.ones(length, dtype=torch.bool)
+        outside[0], outside[start:end], outside[eos:] = False, False, False
+        assert torch.count_nonzero(o[outside]) == 0  # other objects and the "and"s zeroed
+        torch.testing.assert_close(o[eos:], own[1 + span : 1 + span + length - eos], rtol=0, atol=1e-5)  # own EOS+padding
+    assert pooled.shape[-1] == (768 if kind == "sd15" else 1280)
+
+
+def test_weight_syntax_keeps_spans_exact(models):
+    from leakfree_edit.nodes.encode import encode_plan
+
+    clip = models.clip()
+    plan, _, _ = encode_plan(clip, "wolf -> (brown-colored goat:1.3)\nmoon -> moon made of gold")
+    plain, _, _ = encode_plan(clip, "wolf -> brown-colored goat\nmoon -> moon made of gold")
+    assert plan.target_spans == plain.target_spans == ((1, 5), (6, 10))
+
+
+def test_eos_modes_fill_the_tail_as_documented():
+    base, own, empty = torch.randn(12, 4), torch.randn(2, 12, 4), torch.randn(12, 4)
+    spans, eos = [(1, 3), (4, 5)], 5
+    tails = {mode: object_restricted(base, own, spans, eos, mode, empty).objects[:, eos:] for mode in ("naive", "zero", "bos", "empty")}
+    sub = object_restricted(base, own, spans, eos, "naive").substituted
+    assert torch.equal(tails["naive"][0], sub[eos:])
+    assert torch.count_nonzero(tails["zero"]) == 0
+    assert torch.equal(tails["bos"][1], base[0].expand(12 - eos, -1))
+    assert torch.equal(tails["empty"][0], empty[1 : 1 + 12 - eos])
+
+
+def test_one_batched_text_encoder_call(models, monkeypatch):
+    from leakfree_edit.nodes.encode import encode_plan
+
+    clip = models.clip()
+    calls = []
+    inner = clip.cond_stage_model.clip_l
+    original = inner.encode
+    monkeypatch.setattr(inner, "encode", lambda tokens: calls.append(len(tokens)) or original(tokens))
+    encode_plan(clip, EDITS)
+    assert calls == [len(parse_edits(EDITS)) + 2]  # base + 3 objects + empty, one forward
+
+
+def test_too_long_prompt_is_a_clear_error(models):
+    from leakfree_edit.nodes.comfy_compat import NodeInputError
+    from leakfree_edit.nodes.encode import encode_plan
+
+    long_target = " ".join(["gold"] * 40)
+    with pytest.raises(NodeInputError, match="Object-Restricted Encode: .* at most 75 fit one CLIP window"):
+        encode_plan(models.clip(), f"wolf -> {long_target}\nmoon -> {long_target}")
