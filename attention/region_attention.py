@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,26 @@ ROWS_KEY = "leakfree_edit_rows"  # per-block hand-over from the attn2_patch to t
 
 # fn(q, k, v, heads, extra_options) -> [B, tokens, heads * dim_head]
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, dict], torch.Tensor]
+
+
+class CrossAttentionBias(Protocol):
+    """A program term adding to RGB-CAM's logit bias, built once per layer size.
+
+    ``bias(masks [N, h, w] binary, cross, dtype)`` returns ``[h*w, K]`` for the
+    same key layout as :func:`region_bias` (K = T, or (N+1)T in strict mode).
+    """
+
+    def bias(self, masks: torch.Tensor, cross: "CrossAttentionRegions", dtype) -> torch.Tensor: ...
+
+
+class CrossAttentionObserver(Protocol):
+    """A program term shown every RGB-CAM call (e.g. to record object attention maps).
+
+    Gets the per-head query [R, heads, HW, d], keys [R, heads, K, d] and the bias
+    [1, 1, HW, K] of the call, the layer size and ``extra_options``; returns nothing.
+    """
+
+    def observe(self, query, keys, bias, height: int, width: int, extra_options: dict) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -72,6 +92,9 @@ class RegionAttentionProgram:
 
     attention: AttentionFn
     cross: CrossAttentionRegions | None = None
+    cross_biases: tuple = ()  # CrossAttentionBias terms, added to RGB-CAM's token bias
+    cross_observers: tuple = ()  # CrossAttentionObserver terms, shown each RGB-CAM call's inputs
+    self_biases: tuple = ()  # SelfAttentionBias terms (see self_attention.py)
     cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __deepcopy__(self, memo):
@@ -80,6 +103,15 @@ class RegionAttentionProgram:
 
     def with_cross(self, cross: CrossAttentionRegions) -> "RegionAttentionProgram":
         return replace(self, cross=cross, cache={})
+
+    def with_self_bias(self, term) -> "RegionAttentionProgram":
+        return replace(self, self_biases=self.self_biases + (term,), cache={})
+
+    def with_cross_bias(self, term) -> "RegionAttentionProgram":
+        return replace(self, cross_biases=self.cross_biases + (term,), cache={})
+
+    def with_cross_observer(self, term) -> "RegionAttentionProgram":
+        return replace(self, cross_observers=self.cross_observers + (term,), cache={})
 
     def _cached(self, key, build):
         if key not in self.cache:
@@ -104,7 +136,10 @@ class RegionAttentionProgram:
 
         def build():
             masks = resize_masks(self.cross.masks.to(device=device, dtype=torch.float32), height, width)
-            return region_bias(masks, self.cross.spans, self.cross.tokens, self.cross.strict, dtype), region_weights(masks).to(dtype)
+            bias = region_bias(masks, self.cross.spans, self.cross.tokens, self.cross.strict, dtype)
+            for term in self.cross_biases:
+                bias = bias + term.bias(masks, self.cross, dtype)[None, None]
+            return bias, region_weights(masks).to(dtype)
 
         return self._cached(("grid", height, width, device, dtype), build)
 
@@ -215,12 +250,14 @@ def rgb_cam(q, k, v, context_tokens: int, heads: int, program: RegionAttentionPr
     bias, weights = program.grid(height, width, q.device, q.dtype)
     split = lambda t: t.view(rows, -1, heads, dim).transpose(1, 2)  # [R, heads, tokens, d]
     query = split(q)
+    keys = split(torch.cat([k[:, :tokens], k[:, context_tokens:]], dim=1) if cross.strict else k[:, :tokens])
+    for observer in program.cross_observers:
+        observer.observe(query, keys, bias, height, width, extra_options)
     if cross.strict:
-        keys = split(torch.cat([k[:, :tokens], k[:, context_tokens:]], dim=1))
         out = F.scaled_dot_product_attention(query, keys, split(v[:, context_tokens:]), attn_mask=bias)
     else:
         values = v[:, context_tokens:].view(rows, terms, tokens, heads, dim).permute(0, 3, 2, 1, 4)
-        out = F.scaled_dot_product_attention(query, split(k[:, :tokens]), values.reshape(rows, heads, tokens, terms * dim), attn_mask=bias)
+        out = F.scaled_dot_product_attention(query, keys, values.reshape(rows, heads, tokens, terms * dim), attn_mask=bias)
         out = torch.einsum("rhpnd,pn->rhpd", out.view(rows, heads, pixels, terms, dim), weights)
     return out.transpose(1, 2).reshape(rows, pixels, inner)
 

@@ -7,6 +7,7 @@ import logging
 import comfy.ldm.modules.attention as comfy_attention
 
 from ..attention.region_attention import PROGRAM_KEY, RegionAttentionProgram, RegionCrossAttention, ValueSubstitution
+from ..attention.self_attention import RegionSelfAttention
 
 log = logging.getLogger("LeakFreeEdit")
 
@@ -31,8 +32,8 @@ def _accepts_transformer_options(function) -> bool:
     return "transformer_options" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
-def cross_attention_blocks(diffusion_model) -> list[tuple[str, int, int]]:
-    """Replace keys ``(block, id, index)`` of every transformer block with cross-attention.
+def attention_blocks(diffusion_model, attention: str = "attn2") -> list[tuple[str, int, int]]:
+    """Replace keys ``(block, id, index)`` of every transformer block that has ``attention`` (attn1/attn2).
 
     Walks the model instead of trusting a hard-coded id list (SD1.5, SD2, SDXL and
     fine-tunes with other depths all come out right, the middle block included).
@@ -43,7 +44,7 @@ def cross_attention_blocks(diffusion_model) -> list[tuple[str, int, int]]:
         for number, block in enumerate(blocks):
             for module in block:
                 for index, transformer in enumerate(getattr(module, "transformer_blocks", ())):
-                    if getattr(transformer, "attn2", None) is not None:
+                    if getattr(transformer, attention, None) is not None:
                         keys.append((name, number, index))
     return keys
 
@@ -58,23 +59,31 @@ def region_program(model) -> RegionAttentionProgram:
     return program if program is not None else RegionAttentionProgram(attention=plain_attention)
 
 
-def install_region_program(model, program: RegionAttentionProgram) -> None:
-    """Put ``program`` on ``model`` (a clone) and its callables on every cross-attention block once.
+def install_region_program(model, program: RegionAttentionProgram, self_attention: bool = False) -> None:
+    """Put ``program`` on ``model`` (a clone) and its callables on every attention block, once.
 
-    A replace another pack put on a block is wrapped, not overwritten.
+    Cross-attention callables always; self-attention ones when a term needs them
+    (structure lock, binding). A replace another pack put on a block is wrapped, not overwritten.
     """
     options = model.model_options.setdefault("transformer_options", {})
     options[PROGRAM_KEY] = program
     patches = options.get("patches", {}).get("attn2_patch", [])
-    if any(isinstance(p, ValueSubstitution) for p in patches):
-        return
-    model.set_model_attn2_patch(ValueSubstitution())
-    replaced = options.get("patches_replace", {}).get("attn2", {})
-    for key in cross_attention_blocks(model.model.diffusion_model):
+    if not any(isinstance(p, ValueSubstitution) for p in patches):
+        model.set_model_attn2_patch(ValueSubstitution())
+        _wrap_blocks(model, "attn2", RegionCrossAttention)
+    if self_attention:
+        _wrap_blocks(model, "attn1", RegionSelfAttention)
+
+
+def _wrap_blocks(model, attention: str, patch_class) -> None:
+    replaced = model.model_options["transformer_options"].get("patches_replace", {}).get(attention, {})
+    for key in attention_blocks(model.model.diffusion_model, attention):
         previous = replaced.get(key, replaced.get(key[:2]))
+        if isinstance(previous, patch_class):
+            continue
         if previous is not None:
-            log.info("LeakFreeEdit: chaining the attention patch already on block %s", key)
-        model.set_model_attn2_replace(RegionCrossAttention(previous), *key)
+            log.info("LeakFreeEdit: chaining the %s patch already on block %s", attention, key)
+        model.set_model_patch_replace(patch_class(previous), attention, *key)
 
 
 def percent_to_sigma(model, percent: float) -> float:

@@ -55,7 +55,7 @@ CASES = [  # kind, latent (batch, h, w), cfg
 
 @pytest.mark.parametrize("kind, shape, cfg", CASES)
 def test_region_attention_in_the_sampler(models, monkeypatch, kind, shape, cfg):
-    from leakfree_edit.nodes.comfy_compat import cross_attention_blocks
+    from leakfree_edit.nodes.comfy_compat import attention_blocks
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
     from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
 
@@ -75,7 +75,7 @@ def test_region_attention_in_the_sampler(models, monkeypatch, kind, shape, cfg):
     sample(plain, target, negative, latent, cfg, steps=1)
     sample(patched, target, negative, latent, cfg, steps=1)
 
-    layers = len(cross_attention_blocks(plain.model.diffusion_model))
+    layers = len(attention_blocks(plain.model.diffusion_model))
     assert len(ran) == layers and set(ran) == {batch}  # every cross-attention layer, target rows only
     assert len(grids) == len(set(grids))  # masks resized once per layer size
     (order, plain_out), = plain_calls

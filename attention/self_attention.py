@@ -1,0 +1,94 @@
+"""The self-attention side of the region attention program, one fused call per layer.
+
+Two kinds of change reach self-attention:
+
+- the dual branch's structure lock (ALE-Edit, after InfEdit/MasaCtrl): while it is
+  on, each target row attends with its source row's queries and keys and keeps its
+  own values. The guider knows the batch layout, so it hands a :class:`BranchLayout`
+  to every UNet call under ``LAYOUT_KEY`` in ``transformer_options``;
+- region biases (BindEdit-style binding): program terms implementing
+  :class:`SelfAttentionBias`, each an additive logit bias of low rank expressed as
+  extra query/key columns, so SDPA stays one fused call and no HW x HW tensor exists.
+
+Pure torch; ComfyUI's attention function arrives as ``program.attention``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from .region_attention import PROGRAM_KEY, layer_size
+
+LAYOUT_KEY = "leakfree_edit_layout"
+
+
+@dataclass(frozen=True)
+class BranchLayout:
+    """Which batch rows of one UNet call are target rows and which source row each one copies.
+
+    ``target[i]`` takes its queries and keys from ``source[i]`` when ``lock`` is on.
+    """
+
+    target: torch.Tensor  # long [R]
+    source: torch.Tensor  # long [R]
+    lock: bool
+
+
+class SelfAttentionBias(Protocol):
+    """A self-attention program term: additive logit bias = (q_cols @ k_cols^T) per head.
+
+    ``columns`` returns (q_cols [B, heads or 1, HW, c], k_cols [B, heads or 1, HW, c]),
+    already divided by the softmax scale, or None when inactive for this call.
+    """
+
+    def columns(self, q: torch.Tensor, extra_options: dict, height: int, width: int, program) -> tuple[torch.Tensor, torch.Tensor] | None: ...
+
+
+def lock_queries_and_keys(q: torch.Tensor, k: torch.Tensor, layout: BranchLayout | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target rows take the source rows' Q and K (values stay their own)."""
+    if layout is None or not layout.lock or layout.target.numel() == 0:
+        return q, k
+    q, k = q.clone(), k.clone()
+    q[layout.target] = q[layout.source]
+    k[layout.target] = k[layout.source]
+    return q, k
+
+
+def biased_attention(q, k, v, heads: int, q_cols: torch.Tensor, k_cols: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + q_cols k_cols^T) v in one SDPA call, by appending the columns to q and k."""
+    batch, pixels, inner = q.shape
+    dim = inner // heads
+    split = lambda t: t.view(batch, -1, heads, dim).transpose(1, 2)
+    q_cols = q_cols.expand(batch, heads, -1, -1).to(q.dtype) * dim**0.5
+    k_cols = k_cols.expand(batch, heads, -1, -1).to(k.dtype)
+    query = torch.cat([split(q), q_cols], dim=-1)
+    key = torch.cat([split(k), k_cols], dim=-1)
+    out = F.scaled_dot_product_attention(query, key, split(v), scale=dim**-0.5)
+    return out.transpose(1, 2).reshape(batch, pixels, inner)
+
+
+class RegionSelfAttention:
+    """``attn1`` replace for one block: structure lock and region biases, else what was there before."""
+
+    def __init__(self, previous=None):
+        self.previous = previous
+
+    def __call__(self, q, k, v, extra_options):
+        program = extra_options.get(PROGRAM_KEY)
+        q, k = lock_queries_and_keys(q, k, extra_options.get(LAYOUT_KEY))
+        biases = []
+        if program is not None and program.self_biases:
+            height, width = layer_size(extra_options, q.shape[1])
+            biases = [c for term in program.self_biases if (c := term.columns(q, extra_options, height, width, program)) is not None]
+        heads = extra_options["n_heads"]
+        if not biases:
+            return self.previous(q, k, v, extra_options) if self.previous is not None else program.attention(q, k, v, heads, extra_options)
+        q_cols = torch.cat([c[0].expand(q.shape[0], -1, -1, -1) for c in biases], dim=-1)
+        k_cols = torch.cat([c[1].expand(q.shape[0], -1, -1, -1) for c in biases], dim=-1)
+        out = biased_attention(q, k, v, heads, q_cols, k_cols)
+        if self.previous is not None:  # keep another pack's (additive) contribution, as in cross-attention
+            out = out + self.previous(q, k, v, extra_options) - program.attention(q, k, v, heads, extra_options)
+        return out
