@@ -33,13 +33,15 @@ AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, dict], to
 
 
 class CrossAttentionBias(Protocol):
-    """A program term adding to RGB-CAM's logit bias, built once per layer size.
+    """A program term adding to RGB-CAM's logit bias, built once per layer size and set of active terms.
 
     ``bias(masks [N, h, w] binary, cross, dtype)`` returns ``[h*w, K]`` for the
     same key layout as :func:`region_bias` (K = T, or (N+1)T in strict mode).
     """
 
     def bias(self, masks: torch.Tensor, cross: "CrossAttentionRegions", dtype) -> torch.Tensor: ...
+
+    def active(self, sigmas: torch.Tensor | None) -> bool: ...
 
 
 class CrossAttentionObserver(Protocol):
@@ -131,17 +133,23 @@ class RegionAttentionProgram:
 
         return self._cached(("tokens", device, dtype), build)
 
-    def grid(self, height: int, width: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """(additive bias [1, 1, HW, K], blend weights [HW, N+1]) for one layer size, built once."""
+    def grid(self, height: int, width: int, device, dtype, sigmas=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(additive bias [1, 1, HW, K], term of each pixel [HW]: 0 background, i+1 object i) for one layer size, built once.
+
+        The ``cross_biases`` terms active at ``sigmas`` are added; each set of active terms is built once.
+        """
 
         def build():
             masks = resize_masks(self.cross.masks.to(device=device, dtype=torch.float32), height, width)
             bias = region_bias(masks, self.cross.spans, self.cross.tokens, self.cross.strict, dtype)
-            for term in self.cross_biases:
-                bias = bias + term.bias(masks, self.cross, dtype)[None, None]
-            return bias, region_weights(masks).to(dtype)
+            return masks, bias, region_weights(masks).argmax(dim=1)
 
-        return self._cached(("grid", height, width, device, dtype), build)
+        masks, bias, term = self._cached(("grid", height, width, device, dtype), build)
+        active = tuple(i for i, term in enumerate(self.cross_biases) if term.active(sigmas))
+        if active:
+            terms = lambda: bias + sum(self.cross_biases[i].bias(masks, self.cross, dtype) for i in active)[None, None]
+            bias = self._cached(("biased grid", height, width, device, dtype, active), terms)
+        return bias, term
 
 
 def region_bias(masks: torch.Tensor, spans, tokens: int, strict: bool, dtype) -> torch.Tensor:
@@ -185,7 +193,7 @@ class ValueSubstitution:
         rows = target_rows(context, keys)
         if rows.numel() == 0:
             return n, context, value
-        extra_options[ROWS_KEY] = (rows, context.shape[1])
+        extra_options[ROWS_KEY] = (_as_slice(rows), context.shape[1])
         batch = context.shape[0]
         value = torch.cat([value, values.unsqueeze(0).expand(batch, -1, -1)], dim=1)
         if own_keys is not None:
@@ -217,13 +225,17 @@ class RegionCrossAttention:
         region = rgb_cam(q[rows], k[rows], v[rows], context_tokens, heads, program, extra_options)
         if self.previous is not None:
             out = self.previous(q, base_k, base_v, extra_options)
-            region = region + out[rows] - plain(q[rows], base_k[rows], base_v[rows], heads, extra_options)
-        else:
-            out = torch.empty_like(q[..., : base_v.shape[-1]])
-            others = _complement(rows, q.shape[0])
-            if others.numel():
-                out[others] = plain(q[others], base_k[others], base_v[others], heads, extra_options)
-        out[rows] = region.to(out.dtype)
+            out[rows] = region + out[rows] - plain(q[rows], base_k[rows], base_v[rows], heads, extra_options)
+            return out
+        if isinstance(rows, slice):  # the usual layout: one contiguous chunk of target rows, no gathers
+            before, after = slice(0, rows.start), slice(rows.stop, q.shape[0])
+            parts = [plain(q[s], base_k[s], base_v[s], heads, extra_options) if s.stop > s.start else None for s in (before, after)]
+            return torch.cat([p for p in (parts[0], region, parts[1]) if p is not None])
+        out = region.new_empty((q.shape[0], *region.shape[1:]))
+        others = _complement(rows, q.shape[0])
+        if others.numel():
+            out[others] = plain(q[others], base_k[others], base_v[others], heads, extra_options)
+        out[rows] = region
         return out
 
 
@@ -231,6 +243,12 @@ def _complement(rows: torch.Tensor, batch: int) -> torch.Tensor:
     keep = torch.ones(batch, dtype=torch.bool, device=rows.device)
     keep[rows] = False
     return torch.nonzero(keep).flatten()
+
+
+def _as_slice(rows: torch.Tensor) -> slice | torch.Tensor:
+    """Contiguous row indices as a slice (views instead of copies), others unchanged."""
+    first, count = int(rows[0]), rows.numel()
+    return slice(first, first + count) if int(rows[-1]) - first + 1 == count else rows
 
 
 def rgb_cam(q, k, v, context_tokens: int, heads: int, program: RegionAttentionProgram, extra_options) -> torch.Tensor:
@@ -247,7 +265,7 @@ def rgb_cam(q, k, v, context_tokens: int, heads: int, program: RegionAttentionPr
     dim = inner // heads
     tokens, terms = cross.tokens, cross.count + 1
     height, width = layer_size(extra_options, pixels)
-    bias, weights = program.grid(height, width, q.device, q.dtype)
+    bias, term = program.grid(height, width, q.device, q.dtype, extra_options.get("sigmas"))
     split = lambda t: t.view(rows, -1, heads, dim).transpose(1, 2)  # [R, heads, tokens, d]
     query = split(q)
     keys = split(torch.cat([k[:, :tokens], k[:, context_tokens:]], dim=1) if cross.strict else k[:, :tokens])
@@ -258,7 +276,9 @@ def rgb_cam(q, k, v, context_tokens: int, heads: int, program: RegionAttentionPr
     else:
         values = v[:, context_tokens:].view(rows, terms, tokens, heads, dim).permute(0, 3, 2, 1, 4)
         out = F.scaled_dot_product_attention(query, keys, values.reshape(rows, heads, tokens, terms * dim), attn_mask=bias)
-        out = torch.einsum("rhpnd,pn->rhpd", out.view(rows, heads, pixels, terms, dim), weights)
+        # Binary region weights: the blend of Eq. 5 picks each pixel's own term (an exact selection, no arithmetic).
+        pick = term.view(1, 1, pixels, 1, 1).expand(rows, heads, pixels, 1, dim)
+        out = out.view(rows, heads, pixels, terms, dim).gather(3, pick).squeeze(3)
     return out.transpose(1, 2).reshape(rows, pixels, inner)
 
 
