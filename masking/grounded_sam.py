@@ -10,6 +10,7 @@ them between devices. Nothing here reaches a network or imports ComfyUI.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -23,12 +24,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .ops import dilate
+
 log = logging.getLogger(__name__)
 
 SAM_VARIANTS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}  # image encoder width -> builder
 DINO_CONFIGS = {96: "GroundingDINO_SwinT_OGC.py", 128: "GroundingDINO_SwinB_cfg.py"}  # Swin embed dim -> config
 BERT_FOLDER = "bert-base-uncased"
 BERT_CACHE_NAMES = ("models--bert-base-uncased", "models--google-bert--bert-base-uncased")
+MAX_CAPTION_TOKENS = 256  # Grounding-DINO's max_text_len
 DINO_SHORT_SIDE, DINO_LONG_SIDE = 800, 1333  # groundingdino-py's inference resize
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 ON_MISSING = ("error", "unmasked")
@@ -39,8 +43,8 @@ class ModelFileError(ValueError):
     """A checkpoint or support file that cannot be used; the message says what to do."""
 
 
-class MissingObjectError(ValueError):
-    """A plan object the detector did not find; the message names it."""
+class ObjectPhraseError(ValueError):
+    """A plan object the detector cannot read or did not find; the message names it."""
 
 
 # ----------------------------------------------------------------------------- files
@@ -55,7 +59,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            # Training scripts may store their argparse options beside the weights: plain data, safe to allow.
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:  # truncated download, HTML error page, pickled code, ...
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFileError(
@@ -231,9 +237,13 @@ def caption_with_spans(tokenizer, phrases: list[str]) -> tuple[str, list[tuple[i
     for phrase in phrases:
         length = len(tokenizer.tokenize(phrase))
         if length == 0:
-            raise ValueError(f"the object phrase {phrase!r} has no words the detector can read")
+            raise ObjectPhraseError(f"the object {phrase!r} has no words the detector can read; name it in words")
         spans.append((start, start + length))
         start += length + 1
+    if start >= MAX_CAPTION_TOKENS:
+        raise ObjectPhraseError(
+            f"the objects {phrases} need {start + 1} caption tokens; Grounding-DINO reads {MAX_CAPTION_TOKENS}. Use shorter names."
+        )
     return " . ".join(phrases) + " .", spans
 
 
@@ -405,7 +415,7 @@ def load_transformers_folder(folder: str | os.PathLike, expected: str):
     folder = Path(folder)
     model_type = json.loads((folder / "config.json").read_text()).get("model_type")
     classes = {"sam": (SamModel, TransformersSam), "grounding-dino": (GroundingDinoForObjectDetection, TransformersGroundingDino)}
-    if model_type != expected.replace("-", "_"):
+    if model_type != expected:
         raise ModelFileError(f"'{folder.name}' is a transformers '{model_type}' folder, not a {expected} model.")
     model_class, wrapper = classes[expected]
     try:
@@ -441,13 +451,16 @@ def combine_instances(box_masks: torch.Tensor, labels: torch.Tensor, scores: tor
 
 
 def object_masks(image: torch.Tensor, objects: list[str], detector, segmenter, box_threshold: float = 0.45,
-                 text_threshold: float = 0.4, instances: str = "all", on_missing: str = "error"):
+                 text_threshold: float = 0.4, instances: str = "all", on_missing: str = "error", dilation: int = 0):
     """Masks ``[N, H, W]`` for the plan's objects in plan order, from one image ``[H, W, 3]`` in [0, 1].
 
-    Equal phrases share one detection. A missing object raises
-    ``MissingObjectError`` (``on_missing="error"``) or gets a full-image mask,
-    i.e. it is edited without region masking (``"unmasked"``). Returns the
-    masks, the detections and the names of unmasked objects.
+    Found masks are dilated by ``dilation`` pixels. Equal phrases share one
+    detection. A missing object raises ``ObjectPhraseError``
+    (``on_missing="error"``) or, with ``"unmasked"``, is edited without region
+    masking: its mask is everything the found objects do not cover. (A
+    full-image mask would overlap every other object, and overlapping pixels
+    fall back to the background term, which would undo the other objects'
+    isolation.) Returns the masks, the detections and the names of unmasked objects.
     """
     if instances not in INSTANCES or on_missing not in ON_MISSING:
         raise ValueError(f"instances must be one of {INSTANCES} and on_missing one of {ON_MISSING}")
@@ -456,14 +469,14 @@ def object_masks(image: torch.Tensor, objects: list[str], detector, segmenter, b
     box_masks = segmenter.segment(_to_uint8(image), detections.boxes)
     per_phrase, found = combine_instances(box_masks, detections.labels, detections.scores, len(phrases), instances)
     order = [phrases.index(normalize_phrase(o)) for o in objects]
-    masks, missing = per_phrase[order], [o for o, p in zip(objects, order) if not found[p]]
+    missing = [o for o, p in zip(objects, order) if not found[p]]
     if missing and on_missing == "error":
-        raise MissingObjectError(
+        raise ObjectPhraseError(
             f"no box for {', '.join(repr(m) for m in missing)} (box_threshold {box_threshold}, text_threshold "
             f"{text_threshold}). Lower the thresholds, name the object as it looks in the image, or set "
             "on_missing to 'unmasked' to edit it without a region mask."
         )
-    for index, obj in enumerate(objects):
-        if obj in missing:
-            masks[index] = 1.0
-    return masks, detections, missing
+    per_phrase = dilate(per_phrase, dilation)
+    covered = per_phrase[found].amax(dim=0) if found.any() else torch.zeros(per_phrase.shape[-2:])
+    per_phrase[~found] = 1.0 - covered
+    return per_phrase[order], detections, missing

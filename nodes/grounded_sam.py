@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 import comfy.model_management as model_management
 import comfy.utils
 import torch
 
 from ..masking import grounded_sam
-from ..masking.ops import background_mask, dilate
+from ..masking.ops import background_mask
 from ..masking.preview import labelled_preview
 from .comfy_compat import CATEGORY, NodeInputError
 from .loaders import DETECTOR_TYPE, SEGMENTER_TYPE
@@ -17,19 +18,16 @@ from .painted_masks import MASK_OUTPUT_NAMES, MASK_OUTPUT_TOOLTIPS, MASK_OUTPUTS
 log = logging.getLogger("LeakFreeEdit")
 
 
-class on_device:
-    """Run the wrapped models on ComfyUI's device, and give the memory back afterwards."""
-
-    def __init__(self, *wrappers):
-        self.models = [w.model for w in wrappers]
-
-    def __enter__(self):
-        for model in self.models:
-            model.to(model_management.get_torch_device())
-
-    def __exit__(self, *_):
-        for model in self.models:
-            model.to(model_management.unet_offload_device())
+@contextmanager
+def models_on_device(*wrappers):
+    """Run the wrapped models on ComfyUI's device, then move them back to the offload device."""
+    for wrapper in wrappers:
+        wrapper.model.to(model_management.get_torch_device())
+    try:
+        yield
+    finally:
+        for wrapper in wrappers:
+            wrapper.model.to(model_management.unet_offload_device())
         model_management.soft_empty_cache()
 
 
@@ -63,8 +61,8 @@ class ObjectMasksGroundedSAM:
                 "dilation_percent": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 25.0, "step": 0.5,
                                                "tooltip": "Grow each mask by this percent of the image's short side (ALE-Edit: 4)."}),
                 "on_missing": (list(grounded_sam.ON_MISSING), {"default": "error",
-                               "tooltip": "An object with no box: stop with an error naming it, or edit it unmasked "
-                                          "(a full-image mask, as ALE-Edit does on PIE-Bench) with a warning in the log."}),
+                               "tooltip": "An object with no box: stop with an error naming it, or edit it unmasked, as ALE-Edit does "
+                                          "on PIE-Bench (its mask: everywhere the found objects are not), with a warning in the log."}),
                 "instances": (list(grounded_sam.INSTANCES), {"default": "all",
                               "tooltip": "all: every box of an object joins its mask. best: only its highest-scoring box."}),
             }
@@ -76,17 +74,17 @@ class ObjectMasksGroundedSAM:
         radius = dilation_pixels(image.shape[1], image.shape[2], dilation_percent)
         progress = comfy.utils.ProgressBar(image.shape[0])
         masks, backgrounds, previews = [], [], []
-        with on_device(detector, segmenter):
+        with models_on_device(detector, segmenter):
             for number, picture in enumerate(image):
                 try:
                     found, _, missing = grounded_sam.object_masks(
-                        picture, objects, detector, segmenter, box_threshold, text_threshold, instances, on_missing)
+                        picture, objects, detector, segmenter, box_threshold, text_threshold, instances, on_missing, radius)
                 except grounded_sam.ObjectPhraseError as error:
                     where = f" in image {number + 1} of {image.shape[0]}" if image.shape[0] > 1 else ""
                     raise NodeInputError(f"{self.NODE}: {error}{where}.") from None
                 if missing:
-                    log.warning("%s: %s not found; edited without a region mask.", self.NODE, ", ".join(missing))
-                found = dilate(found, radius)
+                    log.warning("%s: %s not found; edited without a region mask (everywhere the other objects are not).",
+                                self.NODE, ", ".join(missing))
                 labels = [f"{o} (unmasked)" if o in missing else o for o in objects]
                 masks.append(found)
                 backgrounds.append(background_mask(found))

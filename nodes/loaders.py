@@ -97,7 +97,7 @@ class GroundingDinoLoader:
     @classmethod
     def IS_CHANGED(cls, model_name):
         path = folder_paths.get_full_path(DINO_FOLDER, model_name)
-        return _file_identity(path) if path else model_name
+        return str(_file_identity(path)) if path else model_name
 
     def load(self, model_name):
         path = _resolve(DINO_FOLDER, model_name, self.NODE)
@@ -129,7 +129,7 @@ class SAMLoader:
     @classmethod
     def IS_CHANGED(cls, model_name):
         path = folder_paths.get_full_path(SAM_FOLDER, model_name)
-        return _file_identity(path) if path else model_name
+        return str(_file_identity(path)) if path else model_name
 
     def load(self, model_name):
         path = _resolve(SAM_FOLDER, model_name, self.NODE)

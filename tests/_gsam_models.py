@@ -45,3 +45,66 @@ def small_grounding_dino(tokenizer, bert_config=None):
     return build_grounding_dino(
         "GroundingDINO_SwinT_OGC.py", tokenizer, bert_config or tiny_bert_config(), enc_layers=1, dec_layers=2, num_queries=50
     )
+
+
+class FixedDetector:
+    """A detector that returns given boxes per phrase, so SAM's path is tested on known prompts."""
+
+    def __init__(self, boxes_by_phrase: dict[str, list[list[float]]], scores_by_phrase: dict[str, list[float]] | None = None):
+        self.boxes_by_phrase, self.scores_by_phrase = boxes_by_phrase, scores_by_phrase or {}
+        self.model = torch.nn.Linear(1, 1)
+        self.calls: list[list[str]] = []
+
+    def detect(self, image, phrases, box_threshold, text_threshold):
+        from leakfree_edit.masking.grounded_sam import Detections
+
+        self.calls.append(list(phrases))
+        boxes, labels, scores = [], [], []
+        for label, phrase in enumerate(phrases):
+            for index, box in enumerate(self.boxes_by_phrase.get(phrase, [])):
+                boxes.append(box)
+                labels.append(label)
+                scores.append(self.scores_by_phrase.get(phrase, [0.9] * 8)[index])
+        return Detections(torch.tensor(boxes, dtype=torch.float32).view(-1, 4), torch.tensor(labels, dtype=torch.long),
+                          torch.tensor(scores, dtype=torch.float32))
+
+
+class CallCounter:
+    """Counts forward calls of a module (e.g. SAM's image encoder)."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.count = 0
+        module.register_forward_hook(self._hook)
+
+    def _hook(self, *_):
+        self.count += 1
+
+
+def save_tiny_transformers_sam(folder: Path) -> None:
+    """A small ``SamModel`` + ``SamProcessor`` saved as a transformers-format folder."""
+    from transformers import SamConfig, SamImageProcessor, SamModel, SamProcessor
+
+    config = SamConfig(
+        vision_config=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, output_channels=32, image_size=256,
+                           global_attn_indexes=[1], window_size=4, mlp_dim=128, num_pos_feats=16),
+        prompt_encoder_config=dict(hidden_size=32, image_size=256, image_embedding_size=16, mask_input_channels=4),
+        mask_decoder_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_dim=64, iou_head_hidden_dim=32),
+    )
+    SamModel(config).save_pretrained(folder)
+    SamProcessor(SamImageProcessor(size={"longest_edge": 256}, pad_size={"height": 256, "width": 256})).save_pretrained(folder)
+
+
+def save_tiny_transformers_grounding_dino(folder: Path) -> None:
+    """A small ``GroundingDinoForObjectDetection`` + processor (shipped WordPiece vocabulary) saved as a folder."""
+    from transformers import (BertTokenizerFast, GroundingDinoConfig, GroundingDinoForObjectDetection,
+                              GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
+
+    config = GroundingDinoConfig(
+        backbone_config=SwinConfig(embed_dim=32, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], out_features=["stage2", "stage3", "stage4"]),
+        text_config=tiny_bert_config(), d_model=32, encoder_layers=1, decoder_layers=2, num_queries=20, encoder_ffn_dim=64,
+        decoder_ffn_dim=64, encoder_attention_heads=2, decoder_attention_heads=2,
+    )
+    GroundingDinoForObjectDetection(config).save_pretrained(folder)
+    tokenizer = BertTokenizerFast.from_pretrained(str(shipped_vocab_dir()))
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 200})
+    GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)

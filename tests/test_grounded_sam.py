@@ -1,0 +1,232 @@
+"""Grounded-SAM masks: phrase matching, the real SAM predictor path, the real Grounding-DINO forward, the node."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from leakfree_edit.tests._gsam_models import CallCounter, FixedDetector, shipped_vocab_dir, small_grounding_dino, tiny_bert_config, tiny_sam
+from leakfree_edit.attention.plan import EditPlan, ObjectEdit
+from leakfree_edit.masking import grounded_sam as gs
+from leakfree_edit.masking.ops import dilate
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return gs.load_bert_tokenizer(shipped_vocab_dir())
+
+
+@pytest.fixture(scope="module")
+def dino(tokenizer):
+    torch.manual_seed(0)
+    return gs.GroundingDinoDetector(small_grounding_dino(tokenizer), tokenizer, short_side=224)
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    torch.manual_seed(0)
+    return gs.SamSegmenter(tiny_sam())
+
+
+@pytest.fixture(scope="module")
+def photo(ale_bench):
+    """A real ALE-Bench photo, 160 x 240 (not square), [H, W, 3] in [0, 1]."""
+    image = Image.open(ale_bench / "images" / "artificial_img01.jpg").convert("RGB").resize((240, 160))
+    return torch.from_numpy(np.asarray(image).astype(np.float32) / 255.0)
+
+
+def plan(*objects):
+    return EditPlan(edits=tuple(ObjectEdit(o, f"golden {o}") for o in objects))
+
+
+# ----------------------------------------------------------------------------- phrases
+
+
+def test_caption_spans_are_each_phrases_own_tokens(tokenizer):
+    phrases = ["wolf", "full moon", "brown-colored goat", "man's red t-shirt"]
+    caption, spans = gs.caption_with_spans(tokenizer, phrases)
+    ids = tokenizer(caption)["input_ids"]
+    dot = tokenizer.convert_tokens_to_ids(".")
+    for phrase, (start, end) in zip(phrases, spans):
+        assert ids[start:end] == tokenizer(phrase, add_special_tokens=False)["input_ids"]
+        assert ids[end] == dot
+    assert ids[spans[-1][1] + 1] == tokenizer.sep_token_id
+
+
+def test_normalize_phrase_drops_separators_and_case():
+    assert gs.normalize_phrase("  The Moon.  ") == "the moon"
+    assert gs.normalize_phrase("cat?dog") == "cat dog"
+
+
+def test_assign_boxes_uses_each_phrases_tokens_and_both_thresholds():
+    spans = [(1, 2), (3, 5)]  # "wolf . full moon ."
+    scores = torch.full((5, 7), 0.01)
+    scores[0, 1] = 0.9  # wolf
+    scores[1, 4] = 0.8  # moon (second word of "full moon")
+    scores[2, 1] = 0.3  # below box_threshold
+    scores[3, 2] = 0.9  # only the '.' between phrases: no phrase scores above text_threshold
+    scores[4, 3], scores[4, 1] = 0.7, 0.5  # both phrases, "full moon" higher
+    index, labels, best = gs.assign_boxes(scores, spans, box_threshold=0.45, text_threshold=0.4)
+    assert index.tolist() == [0, 1, 4]
+    assert labels.tolist() == [0, 1, 1]
+    assert torch.allclose(best, torch.tensor([0.9, 0.8, 0.7]))
+
+
+def test_combine_instances_all_is_union_best_is_top_box():
+    box_masks = torch.zeros(3, 4, 4, dtype=torch.bool)
+    box_masks[0, 0, 0] = box_masks[1, 3, 3] = box_masks[2, 1, 1] = True
+    labels, scores = torch.tensor([0, 0, 2]), torch.tensor([0.5, 0.7, 0.6])
+    union, found = gs.combine_instances(box_masks, labels, scores, 3, "all")
+    assert found.tolist() == [True, False, True]
+    assert union[0].nonzero().tolist() == [[0, 0], [3, 3]] and union[1].sum() == 0 and union[2, 1, 1] == 1
+    best, _ = gs.combine_instances(box_masks, labels, scores, 3, "best")
+    assert best[0].nonzero().tolist() == [[3, 3]]
+
+
+# ----------------------------------------------------------------------------- SAM path with known boxes
+
+
+def test_masks_follow_plan_order_and_a_missing_object_never_takes_anothers_mask(photo, segmenter):
+    cat_boxes, bird_box = [[10, 10, 90, 70], [120, 30, 200, 120]], [[60, 80, 230, 150]]
+    detector = FixedDetector({"cat": cat_boxes, "bird": bird_box})
+    image = (photo * 255).round().to(torch.uint8).numpy()
+    cat = segmenter.segment(image, torch.tensor(cat_boxes, dtype=torch.float32)).any(dim=0).float()
+    bird = segmenter.segment(image, torch.tensor(bird_box, dtype=torch.float32))[0].float()
+    assert not torch.equal(cat, bird)
+
+    with pytest.raises(gs.ObjectPhraseError, match="'dog'"):
+        gs.object_masks(photo, ["Cat", "dog", "bird"], detector, segmenter, on_missing="error")
+    masks, _, missing = gs.object_masks(photo, ["Cat", "dog", "bird"], detector, segmenter, on_missing="unmasked")
+    assert missing == ["dog"]
+    assert detector.calls[-1] == ["cat", "dog", "bird"]
+    assert torch.equal(masks[0], cat) and torch.equal(masks[2], bird)
+    # "dog" is edited unmasked: everywhere the found objects are not, so it overlaps neither of them
+    assert torch.equal(masks[1], 1 - torch.maximum(cat, bird))
+
+
+def test_found_masks_are_dilated_before_an_unmasked_object_takes_the_rest(photo, segmenter):
+    detector = FixedDetector({"cat": [[10, 10, 90, 70]]})
+    plain, _, _ = gs.object_masks(photo, ["cat", "dog"], detector, segmenter, on_missing="unmasked")
+    grown, _, _ = gs.object_masks(photo, ["cat", "dog"], detector, segmenter, on_missing="unmasked", dilation=5)
+    assert torch.equal(grown[0], dilate(plain[0:1], 5)[0]) and grown[0].sum() > plain[0].sum()
+    assert torch.equal(grown[1], 1 - grown[0])
+    nothing, _, missing = gs.object_masks(photo, ["wolf"], FixedDetector({}), segmenter, on_missing="unmasked")
+    assert missing == ["wolf"] and torch.equal(nothing[0], torch.ones(160, 240))
+
+
+def test_one_image_encoding_and_one_decoder_batch_for_all_boxes(photo, segmenter):
+    encoder, decoder = CallCounter(segmenter.model.image_encoder), CallCounter(segmenter.model.mask_decoder)
+    detector = FixedDetector({"cat": [[10, 10, 90, 70], [120, 30, 200, 120]], "bird": [[60, 80, 230, 150]]})
+    gs.object_masks(photo, ["cat", "bird"], detector, segmenter)
+    assert (encoder.count, decoder.count) == (1, 1)
+
+
+def test_best_instance_keeps_the_top_scoring_box(photo, segmenter):
+    boxes = [[10, 10, 90, 70], [120, 30, 200, 120]]
+    detector = FixedDetector({"cat": boxes}, {"cat": [0.5, 0.8]})
+    masks, _, _ = gs.object_masks(photo, ["cat"], detector, segmenter, instances="best")
+    image = (photo * 255).round().to(torch.uint8).numpy()
+    expected = segmenter.segment(image, torch.tensor(boxes[1:], dtype=torch.float32))[0].float()
+    assert torch.equal(masks[0], expected)
+
+
+def test_repeated_object_names_share_one_detection(photo, segmenter):
+    detector = FixedDetector({"cat": [[10, 10, 90, 70]]})
+    masks, _, _ = gs.object_masks(photo, ["cat", "Cat."], detector, segmenter)
+    assert detector.calls[-1] == ["cat"] and torch.equal(masks[0], masks[1])
+
+
+# ----------------------------------------------------------------------------- Grounding-DINO forward
+
+
+def test_detector_matches_groundingdino_py_reference_predict(photo, dino):
+    """Our caption, resize and box filter reproduce groundingdino-py's own ``predict`` boxes exactly."""
+    from groundingdino.util.inference import predict
+
+    phrases = ["cat", "full moon", "tree"]
+    caption, _ = gs.caption_with_spans(dino.tokenizer, phrases)
+    torch.manual_seed(0)
+    reference_boxes, reference_scores, _ = predict(dino.model, gs.dino_input(photo, 224), caption, 0.0, 0.0, device="cpu")
+    threshold = float(reference_scores.median())
+    kept = reference_boxes[reference_scores > threshold]
+
+    ours = dino.detect(photo, phrases, box_threshold=threshold, text_threshold=0.0)
+    assert 0 < len(ours.boxes) == len(kept)
+    height, width = photo.shape[:2]
+    cx, cy, w, h = kept.unbind(-1)
+    expected = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1) * torch.tensor([width, height, width, height])
+    assert torch.allclose(ours.boxes, expected.clamp(min=0), atol=1e-3)
+    assert set(ours.labels.tolist()) <= {0, 1, 2}
+
+
+def test_bert_helpers_restored_when_transformers_lacks_them(monkeypatch, tokenizer):
+    """transformers 5 dropped three BertModel helpers groundingdino-py calls; ours must give the same outputs."""
+    from groundingdino.models.GroundingDINO.bertwarper import BertModelWarper
+    from transformers import BertModel
+
+    names = ("get_extended_attention_mask", "invert_attention_mask", "get_head_mask")
+    torch.manual_seed(0)
+    bert = BertModel(tiny_bert_config()).eval()
+    tokens = tokenizer(["wolf . full moon ."], return_tensors="pt")
+    length = tokens["input_ids"].shape[1]
+    attention = torch.tril(torch.ones(1, length, length, dtype=torch.long))  # Grounding-DINO passes 3-D masks
+    with torch.no_grad():
+        reference = BertModelWarper(bert)(input_ids=tokens["input_ids"], attention_mask=attention)["last_hidden_state"]
+    try:
+        for name in names:
+            for owner in BertModel.__mro__:
+                if name in vars(owner):
+                    monkeypatch.delattr(owner, name)
+        with pytest.raises(AttributeError):
+            BertModelWarper(bert)
+        gs.ensure_bert_mask_helpers()
+        with torch.no_grad():
+            restored = BertModelWarper(bert)(input_ids=tokens["input_ids"], attention_mask=attention)["last_hidden_state"]
+    finally:
+        for name in names:
+            if name in vars(BertModel):
+                delattr(BertModel, name)
+    assert torch.allclose(restored, reference, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the node
+
+
+def test_node_batch_gives_image_major_masks_background_and_labelled_preview(photo, dino, segmenter):
+    from leakfree_edit.nodes.grounded_sam import ObjectMasksGroundedSAM
+
+    encoder = CallCounter(segmenter.model.image_encoder)
+    images = torch.stack([photo, photo.flip(1)])
+    masks, background, preview = ObjectMasksGroundedSAM().make_masks(
+        images, plan("cat", "tree", "moon"), dino, segmenter, box_threshold=0.0, text_threshold=0.0,
+        dilation_percent=4.0, on_missing="unmasked", instances="all")
+    assert masks.shape == (6, 160, 240) and background.shape == (2, 160, 240) and preview.shape == (2, 160, 240, 3)
+    assert encoder.count == 2
+    for image in range(2):
+        union = masks[3 * image: 3 * image + 3].amax(dim=0)
+        assert torch.equal(background[image], 1 - union)
+    assert set(masks.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.allclose(preview, images, atol=0.05)
+
+
+def test_node_error_names_the_node_the_object_and_the_image(photo, segmenter):
+    from leakfree_edit.nodes.grounded_sam import ObjectMasksGroundedSAM
+
+    detector = FixedDetector({"cat": [[10, 10, 90, 70]]})
+    images = torch.stack([photo, photo])
+    with pytest.raises(ValueError, match=r"Object Masks \(Grounded-SAM\): no box for 'wolf'.*on_missing.*image 1 of 2"):
+        ObjectMasksGroundedSAM().make_masks(images, plan("cat", "wolf"), detector, segmenter, 0.45, 0.4, 4.0, "error", "all")
+
+
+def test_labelled_preview_tints_each_mask_and_writes_its_label(photo):
+    from leakfree_edit.masking.preview import labelled_preview
+
+    masks = torch.zeros(2, 160, 240)
+    masks[0, 20:80, 20:100] = 1
+    masks[1, 90:150, 120:230] = 1
+    plain = labelled_preview(photo, masks, ["", ""])
+    labelled = labelled_preview(photo, masks, ["cat", "bird"])
+    assert labelled.shape == (160, 240, 3)
+    changed = (labelled - plain).abs().sum(-1) > 0
+    assert changed[20:40, 20:60].any() and changed[90:110, 120:160].any()
+    assert not changed[150:, :100].any()
+
