@@ -68,7 +68,7 @@ class CrossAttentionRegions:
 
     embeddings: OreEmbeddings
     spans: tuple[tuple[int, int], ...]
-    masks: torch.Tensor  # [N, H, W] in [0, 1], any resolution
+    masks: torch.Tensor  # [I*N, H, W] in [0, 1], any resolution: one set of N for all images, or one per image
     strict: bool = False
     sigma_start: float = math.inf  # active while sigma_end <= sigma <= sigma_start
     sigma_end: float = 0.0
@@ -134,20 +134,24 @@ class RegionAttentionProgram:
         return self._cached(("tokens", device, dtype), build)
 
     def grid(self, height: int, width: int, device, dtype, sigmas=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(additive bias [1, 1, HW, K], term of each pixel [HW]: 0 background, i+1 object i) for one layer size, built once.
+        """(additive bias [I, 1, HW, K], term of each pixel [I, HW]: 0 background, i+1 object i) for one layer size, built once.
+
+        I is 1 for one mask set shared by the batch, or the batch size for a mask set per image.
 
         The ``cross_biases`` terms active at ``sigmas`` are added; each set of active terms is built once.
         """
 
         def build():
             masks = resize_masks(self.cross.masks.to(device=device, dtype=torch.float32), height, width)
-            bias = region_bias(masks, self.cross.spans, self.cross.tokens, self.cross.strict, dtype)
-            return masks, bias, region_weights(masks).argmax(dim=1)
+            images = masks.view(-1, self.cross.count, height, width)  # one mask set per image of the batch
+            bias = torch.cat([region_bias(m, self.cross.spans, self.cross.tokens, self.cross.strict, dtype) for m in images])
+            return images, bias, torch.stack([region_weights(m).argmax(dim=1) for m in images])
 
-        masks, bias, term = self._cached(("grid", height, width, device, dtype), build)
+        images, bias, term = self._cached(("grid", height, width, device, dtype), build)
         active = tuple(i for i, term in enumerate(self.cross_biases) if term.active(sigmas))
         if active:
-            terms = lambda: bias + sum(self.cross_biases[i].bias(masks, self.cross, dtype) for i in active)[None, None]
+            extra = lambda m: sum(self.cross_biases[i].bias(m, self.cross, dtype) for i in active)
+            terms = lambda: bias + torch.stack([extra(m) for m in images]).unsqueeze(1)
             bias = self._cached(("biased grid", height, width, device, dtype, active), terms)
         return bias, term
 
@@ -266,6 +270,9 @@ def rgb_cam(q, k, v, context_tokens: int, heads: int, program: RegionAttentionPr
     tokens, terms = cross.tokens, cross.count + 1
     height, width = layer_size(extra_options, pixels)
     bias, term = program.grid(height, width, q.device, q.dtype, extra_options.get("sigmas"))
+    if term.shape[0] not in (1, rows):
+        raise ValueError(f"Region-Guided Cross-Attention: masks for {term.shape[0]} images but {rows} target rows in the batch; "
+                         "give one mask set, or one per image of the latent batch.")
     split = lambda t: t.view(rows, -1, heads, dim).transpose(1, 2)  # [R, heads, tokens, d]
     query = split(q)
     keys = split(torch.cat([k[:, :tokens], k[:, context_tokens:]], dim=1) if cross.strict else k[:, :tokens])
@@ -277,7 +284,7 @@ def rgb_cam(q, k, v, context_tokens: int, heads: int, program: RegionAttentionPr
         values = v[:, context_tokens:].view(rows, terms, tokens, heads, dim).permute(0, 3, 2, 1, 4)
         out = F.scaled_dot_product_attention(query, keys, values.reshape(rows, heads, tokens, terms * dim), attn_mask=bias)
         # Binary region weights: the blend of Eq. 5 picks each pixel's own term (an exact selection, no arithmetic).
-        pick = term.view(1, 1, pixels, 1, 1).expand(rows, heads, pixels, 1, dim)
+        pick = term.view(-1, 1, pixels, 1, 1).expand(rows, heads, pixels, 1, dim)
         out = out.view(rows, heads, pixels, terms, dim).gather(3, pick).squeeze(3)
     return out.transpose(1, 2).reshape(rows, pixels, inner)
 

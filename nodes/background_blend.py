@@ -36,11 +36,17 @@ class LatentBackgroundBlend:
                                           "tooltip": "Blend the background until this fraction of sampling (1.0 = every step, as ALE-Edit)."}),
                 "feather": ("INT", {"default": 0, "min": 0, "max": 256,
                                     "tooltip": "Soft edge in image pixels outside the objects; 0 keeps a hard edge."}),
-            }
+            },
+            "optional": {
+                "edit_plan": ("EDIT_PLAN", {"tooltip": "Needed only for an image batch with one mask set per image: tells how many masks make one image's set."}),
+            },
         }
 
-    def blend(self, samples, object_masks, model, end_percent=1.0, feather=0):
-        union = feather_mask(object_masks.float().amax(dim=0, keepdim=True), feather)
+    def blend(self, samples, object_masks, model, end_percent=1.0, feather=0, edit_plan=None):
+        per_image = len(edit_plan) if edit_plan is not None else object_masks.shape[0]
+        if object_masks.shape[0] % per_image:
+            raise NodeInputError(f"{BLEND_NODE}: {object_masks.shape[0]} masks do not split into sets of {per_image} (one per object of the plan).")
+        union = feather_mask(object_masks.float().unflatten(0, (-1, per_image)).amax(dim=1), feather)
         latent = dict(samples)
         latent["noise_mask"] = union
         patched = model.clone()

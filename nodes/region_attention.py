@@ -10,11 +10,13 @@ ISOLATION_MODES = ("ale", "strict")
 
 
 def check_masks(masks, plan, node: str):
-    if masks is None or masks.ndim != 3 or masks.shape[0] != len(plan):
+    """One mask per plan object, or one such set per image of a batch (image-major, as the mask nodes give)."""
+    if masks is None or masks.ndim != 3 or masks.shape[0] == 0 or masks.shape[0] % len(plan):
         count = 0 if masks is None else (masks.shape[0] if masks.ndim == 3 else 1)
         raise NodeInputError(
             f"{node}: got {count} object masks for {len(plan)} objects ({', '.join(plan.objects)}). "
-            "Connect the 'object_masks' output of a LeakFree Object Masks node built from the same edit plan."
+            "Connect the 'object_masks' output of a LeakFree Object Masks node built from the same edit plan "
+            "(one mask per object, or one set per image of a batch)."
         )
     return masks
 

@@ -141,3 +141,29 @@ def test_an_edit_leaves_nothing_behind(models, tmp_path):
     script = PLAIN_RUN.format(scripts=str(Path(__file__).resolve().parents[1] / "scripts"), path=str(path))
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=300)
     assert torch.equal(after, torch.load(path))
+
+
+def test_one_mask_set_per_image_of_a_batch(models):
+    from leakfree_edit.nodes.background_blend import LatentBackgroundBlend
+    from leakfree_edit.nodes.encode import ObjectRestrictedEncode
+    from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
+
+    clip = models.clip()
+    target, _, plan = ObjectRestrictedEncode().encode(clip, EDITS, "object")
+    first, second = object_masks(96, 128), object_masks(96, 128).flip(-1)
+    latent = torch.randn(2, 4, 12, 16, generator=torch.Generator().manual_seed(6))
+    negative = encode(clip, "")
+    per_image, = RegionGuidedCrossAttention().patch(models.unet(), target, torch.cat([first, second]))
+    calls = record_model_calls(per_image)
+    sample(per_image, target, negative, latent, 3.0, steps=1)
+    for masks, row in ((first, 0), (second, 1)):  # each image's rows equal a run with that image's masks alone
+        alone, = RegionGuidedCrossAttention().patch(models.unet(), target, masks)
+        alone_calls = record_model_calls(alone)
+        sample(alone, target, negative, latent, 3.0, steps=1)
+        (order, out), = calls
+        (_, alone_out), = alone_calls
+        cond = order.index(0)
+        torch.testing.assert_close(out[cond][row], alone_out[cond][row], rtol=1e-4, atol=1e-4)
+    latent_out, _ = LatentBackgroundBlend().blend({"samples": latent}, torch.cat([first, second]), models.unet(), edit_plan=plan)
+    assert latent_out["noise_mask"].shape == (2, 96, 128)
+    assert torch.equal(latent_out["noise_mask"][1], second.amax(0))
