@@ -1,5 +1,5 @@
 """RGB-CAM invariants on plain tensors (no ComfyUI): value isolation, token masking, strict mode."""
-import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -76,12 +76,9 @@ def test_object_values_never_reach_other_regions(embeddings):
     x, context = inputs(base)
     program = make_program(base, own)
     out = layer(x, context, program)
-    perturbed = program.with_cross(program.cross.__class__(
-        program.cross.embeddings.__class__(
-            keys=program.cross.embeddings.keys, substituted=program.cross.embeddings.substituted,
-            objects=program.cross.embeddings.objects.clone().index_put_((torch.tensor([1]),), torch.randn(1, TOKENS, WIDTH)),
-            own=program.cross.embeddings.own),
-        tuple(SPANS), make_masks()))
+    objects = program.cross.embeddings.objects.clone()
+    objects[1] = torch.randn(TOKENS, WIDTH)
+    perturbed = program.with_cross(replace(program.cross, embeddings=replace(program.cross.embeddings, objects=objects)))
     moved = layer(x, context, perturbed)
     assert torch.equal(out[1, region_pixels(0)], moved[1, region_pixels(0)])  # bit-identical in region 0
     assert not torch.equal(out[1, region_pixels(1)], moved[1, region_pixels(1)])  # region 1 does change
@@ -97,8 +94,8 @@ def test_object_tokens_get_no_attention_outside_their_region(embeddings):
     span[SPANS[1][0] : SPANS[1][1]] = 1
     program = make_program(base, own)
     e = program.cross.embeddings
-    only_span = e.__class__(keys=e.keys, substituted=e.substituted * span, objects=e.objects * span, own=e.own * span)
-    program = program.with_cross(CrossAttentionRegions(only_span, tuple(SPANS), make_masks()))
+    only_span = replace(e, substituted=e.substituted * span, objects=e.objects * span, own=e.own * span)
+    program = program.with_cross(replace(program.cross, embeddings=only_span))
     x, context = inputs(base)
     out = layer(x, context, program)[1]
     inside = resize_masks(make_masks(), H, W)[1].flatten() > 0
