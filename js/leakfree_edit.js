@@ -6,7 +6,14 @@ const ENCODE = "LeakFreeObjectRestrictedEncode";
 const PAINTED_MASKS = "LeakFreeObjectMasksPainted";
 const MASK_INPUT = /^mask_(\d+)$/;
 
+function fitText(ctx, text, width) {
+  if (ctx.measureText(text).width <= width) return text;
+  while (text.length > 1 && ctx.measureText(text + "…").width > width) text = text.slice(0, -1);
+  return text + "…";
+}
+
 function showEditSummary(nodeType) {
+  // In the title bar, right-aligned: how many objects were read, or which line is malformed.
   const onDrawForeground = nodeType.prototype.onDrawForeground;
   nodeType.prototype.onDrawForeground = function (ctx) {
     onDrawForeground?.apply(this, arguments);
@@ -15,8 +22,10 @@ function showEditSummary(nodeType) {
     const parsed = parseEdits(String(edits.value ?? ""));
     ctx.save();
     ctx.font = "12px sans-serif";
-    ctx.fillStyle = parsed.error ? "#f88" : "#8c8";
-    ctx.fillText(summary(parsed), 10, this.size[1] - 8);
+    const titleWidth = ctx.measureText(this.getTitle?.() ?? this.title ?? "").width * 1.25 + 40;
+    ctx.textAlign = "right";
+    ctx.fillStyle = parsed.error ? "#f77" : "#8c8";
+    ctx.fillText(fitText(ctx, summary(parsed), this.size[0] - titleWidth), this.size[0] - 8, -9);
     ctx.restore();
   };
 }

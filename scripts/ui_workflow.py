@@ -35,6 +35,15 @@ def _is_widget(kind) -> bool:
     return isinstance(kind, (list, tuple)) or kind in WIDGET_TYPES
 
 
+def _widget_extra(cls) -> int:
+    """Room for what the frontend draws beyond one line per widget: text boxes and image previews."""
+    extra = 0
+    for _, kind, options in _inputs(cls):
+        extra += 140 if kind == "STRING" and options.get("multiline") else 0
+        extra += 260 if options.get("image_upload") else 0
+    return extra
+
+
 def _is_link(value, graph) -> bool:
     return isinstance(value, list) and len(value) == 2 and str(value[0]) in graph
 
@@ -79,7 +88,7 @@ def to_ui(graph: dict, classes: dict) -> dict:
             widgets.append("image")
         column = depth[node_id]
         rows[column] = rows.get(column, 0)
-        height = 60 + 26 * (len(inputs) + len(widgets) + len(names))
+        height = 40 + 22 * max(len(inputs), len(names)) + 26 * len(widgets) + _widget_extra(cls)
         nodes[node_id] = {
             "id": int(node_id), "type": node["class_type"], "pos": [40 + column * COLUMN_WIDTH, 40 + rows[column]],
             "size": [360, height], "flags": {}, "order": len(nodes), "mode": 0, "inputs": inputs,
