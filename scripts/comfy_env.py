@@ -30,12 +30,31 @@ def register_pack():
     return sys.modules[PACK]
 
 
+EXTRA_NODE_MODULES = ("nodes_custom_sampler", "nodes_model_advanced")  # SamplerCustomAdvanced, KSamplerSelect, ModelSamplingDiscrete, ...
+
+
 def comfy_core():
-    """(core node module, folder_paths): a ComfyUI checkout on sys.path, else the PyPI ``comfyui`` package."""
+    """(core node classes, folder_paths): a ComfyUI checkout on sys.path, else the PyPI ``comfyui`` package."""
     try:
         import folder_paths
         import nodes
+
+        extras = "comfy_extras.{}"
     except ImportError:
         from comfy.cmd import folder_paths
         from comfy.nodes import base_nodes as nodes
-    return nodes, folder_paths
+
+        extras = "comfy_extras.nodes.{}"
+    classes = dict(nodes.NODE_CLASS_MAPPINGS)
+    for name in EXTRA_NODE_MODULES:
+        classes.update(importlib.import_module(extras.format(name)).NODE_CLASS_MAPPINGS)
+    return classes, folder_paths
+
+
+def node_classes() -> dict:
+    """Every node class a workflow of this pack uses: ComfyUI's core and sampler nodes, and the pack's."""
+    prepare_comfy()
+    register_pack()
+    core, _ = comfy_core()
+    pack = importlib.import_module(f"{PACK}.nodes")
+    return {**core, **pack.NODE_CLASS_MAPPINGS}

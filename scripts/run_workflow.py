@@ -32,9 +32,7 @@ class RandomCheckpointLoader:
 
 
 def node_classes(random_checkpoint: bool) -> dict:
-    core, _ = comfy_env.comfy_core()
-    pack = __import__(f"{comfy_env.PACK}.nodes", fromlist=["NODE_CLASS_MAPPINGS"])
-    classes = {**core.NODE_CLASS_MAPPINGS, **pack.NODE_CLASS_MAPPINGS}
+    classes = comfy_env.node_classes()
     if random_checkpoint:
         classes["CheckpointLoaderSimple"] = type("CheckpointLoaderSimple", (RandomCheckpointLoader,), {"FUNCTION": "load_checkpoint"})
     return classes

@@ -18,14 +18,6 @@ SEED_INPUTS = {"seed", "noise_seed"}  # the frontend adds a 'control after gener
 COLUMN_WIDTH, ROW_HEIGHT = 400, 40
 
 
-def node_classes() -> dict:
-    comfy_env.prepare_comfy()
-    comfy_env.register_pack()
-    core, _ = comfy_env.comfy_core()
-    pack = __import__(f"{comfy_env.PACK}.nodes", fromlist=["NODE_CLASS_MAPPINGS"])
-    return {**core.NODE_CLASS_MAPPINGS, **pack.NODE_CLASS_MAPPINGS}
-
-
 def _inputs(cls) -> list[tuple[str, object, dict]]:
     spec = cls.INPUT_TYPES()
     return [(name, entry[0], entry[1] if len(entry) > 1 else {}) for group in ("required", "optional") for name, entry in spec.get(group, {}).items()]
@@ -109,7 +101,7 @@ def ui_path(api_path: Path) -> Path:
 
 
 def main(paths: list[str]) -> int:
-    classes = node_classes()
+    classes = comfy_env.node_classes()
     for api in map(Path, paths):
         out = ui_path(api)
         out.write_text(json.dumps(to_ui(json.loads(api.read_text()), classes), indent=1) + "\n")

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+import comfy_env
 import run_workflow
 import ui_workflow
 
@@ -13,7 +14,7 @@ FILE_LISTS = {"ckpt_name", "image", "lora_name", "model_name", "vae_name", "cont
 
 @pytest.fixture(scope="module")
 def classes():
-    return ui_workflow.node_classes()
+    return comfy_env.node_classes()
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)

@@ -1,0 +1,134 @@
+"""Step time and peak memory of the Dual-Branch Edit Guider vs plain single-branch img2img.
+
+The full SD1.5 UNet shape (random weights, ComfyUI's own classes) at 512x512 (64x64 latent), the
+LCM sampler, 2 steps per variant, target CFG 2 / source CFG 1 as ALE-Edit runs it:
+
+- plain: ComfyUI's CFGGuider, target + negative (2 rows per UNet call);
+- dual, locked: the guider while the self-attention lock is on (target cond + uncond, source
+  cond + uncond: 4 rows, the target uncond rows need their CFG half's source rows);
+- dual, unlocked: after the lock (3 rows: the source branch at CFG 1 has no uncond row).
+
+Method: every variant runs in its own process, so peaks do not mask each other. Time: wall time
+and process CPU time (all threads; steadier than wall time on a shared machine) of each guider
+call (one UNet call + the DDCM arithmetic); the ratios use the second step (the first pays
+one-off allocations). Memory: on CUDA, torch.cuda.max_memory_allocated minus the memory
+allocated before sampling; on the CPU (Linux), the kernel's peak-RSS mark is reset to the current
+RSS just before sampling (writing 5 to /proc/self/clear_refs) and read back after it (VmHWM in
+/proc/self/status): the peak RSS growth during sampling, with the model, prompts and latent
+already built, i.e. the activations' peak, the weights excluded (the same in every variant).
+
+    python bench/dual_branch_step.py            # all variants, prints the ratios
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = ("plain", "dual_locked", "dual_unlocked")
+STEPS = 2
+EDITS = "wolf -> brown-colored goat\nmoon -> moon made of gold"
+
+
+def process_memory(field: str) -> int:
+    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM), in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def reset_peak_rss() -> int:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS, and return that RSS."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    return process_memory("VmRSS")
+
+
+def measure(variant: str) -> dict:
+    os.environ.setdefault("COMFYUI_CWD", tempfile.mkdtemp(prefix="leakfree-bench-"))
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("COMFYUI_CPU", "1")
+    torch.set_flush_denormal(True)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    sys.path.insert(0, str(ROOT / "tests"))
+    import conftest  # noqa: F401  registers the checkout as the package leakfree_edit
+    import comfy.samplers
+    import random_models
+    from leakfree_edit.nodes.dual_branch import DualBranchEditGuider
+    from leakfree_edit.nodes.encode import ObjectRestrictedEncode
+
+    clip, model = random_models.clip("sd15"), random_models.unet("sd15", "full")
+    target, source, _ = ObjectRestrictedEncode().encode(clip, EDITS, "object")
+    cond, pooled = clip.encode_from_tokens(clip.tokenize(""), return_pooled=True)
+    negative = [[cond, {"pooled_output": pooled}]]
+    latent = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(0))
+    if variant == "plain":
+        guider = comfy.samplers.CFGGuider(model)
+        guider.set_conds(target, negative)
+        guider.set_cfg(2.0)
+    else:
+        schedule = "color" if variant == "dual_locked" else "custom"
+        guider, = DualBranchEditGuider().build(model, source, target, negative, {"samples": latent}, 1.0, 2.0, schedule, 0.0)
+        if variant == "dual_locked":
+            guider.schedule = 2.0  # keep the lock on in both steps, so the warm second step is a locked one
+
+    times, cpu_times = [], []
+    predict = guider.predict_noise
+
+    def timed(*args, **kwargs):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        out = predict(*args, **kwargs)
+        times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
+        return out
+
+    guider.predict_noise = timed
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "sgm_uniform", STEPS)
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        before = reset_peak_rss()
+    with torch.no_grad():
+        guider.sample(noise, latent, comfy.samplers.ksampler("lcm"), sigmas, disable_pbar=True, seed=1)
+    peak = torch.cuda.max_memory_allocated() if cuda else process_memory("VmHWM")
+    return {"variant": variant, "step_seconds": times, "cpu_seconds": cpu_times, "peak_bytes": peak - before, "before_bytes": before,
+            "device": "cuda" if cuda else "cpu"}
+
+
+def main():
+    if len(sys.argv) == 2:
+        print(json.dumps(measure(sys.argv[1])))
+        return
+    results = {}
+    for variant in VARIANTS:
+        done = subprocess.run([sys.executable, __file__, variant], capture_output=True, text=True, check=True)
+        results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
+        r = results[variant]
+        print(f"{variant:14s} steps wall {', '.join(f'{t:.2f}' for t in r['step_seconds'])} s, process CPU "
+              f"{', '.join(f'{t:.2f}' for t in r['cpu_seconds'])} s   memory before sampling {r['before_bytes'] / 2**20:.0f} MiB, "
+              f"peak activations {r['peak_bytes'] / 2**20:.0f} MiB   ({r['device']})")
+    plain = results["plain"]
+    for variant in VARIANTS[1:]:
+        r = results[variant]
+        print(f"{variant:14s} time x{r['step_seconds'][-1] / plain['step_seconds'][-1]:.2f} wall, "
+              f"x{r['cpu_seconds'][-1] / plain['cpu_seconds'][-1]:.2f} CPU (warm step)   "
+              f"memory x{r['peak_bytes'] / plain['peak_bytes']:.2f} of plain's activations, "
+              f"x{(r['before_bytes'] + r['peak_bytes']) / (plain['before_bytes'] + plain['peak_bytes']):.2f} in total "
+              f"(+{(r['peak_bytes'] - plain['peak_bytes']) / 2**20:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
