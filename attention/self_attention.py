@@ -64,9 +64,13 @@ def biased_attention(q, k, v, heads: int, q_cols: torch.Tensor, k_cols: torch.Te
     split = lambda t: t.view(batch, -1, heads, dim).transpose(1, 2)
     q_cols = q_cols.expand(batch, heads, -1, -1).to(q.dtype) * dim**0.5
     k_cols = k_cols.expand(batch, heads, -1, -1).to(k.dtype)
-    query = torch.cat([split(q), q_cols], dim=-1)
-    key = torch.cat([split(k), k_cols], dim=-1)
-    out = F.scaled_dot_product_attention(query, key, split(v), scale=dim**-0.5)
+    # q, k and v padded with zeros to one width, a multiple of 8: SDPA's fused kernels need equal widths
+    # (and aligned ones on CUDA); otherwise it falls back to the math kernel, which builds the HW x HW map.
+    width = -(-(dim + q_cols.shape[-1]) // 8) * 8
+    zeros = q_cols.new_zeros(batch, heads, pixels, width - dim - q_cols.shape[-1])
+    query = torch.cat([split(q), q_cols, zeros], dim=-1)
+    key = torch.cat([split(k), k_cols, zeros], dim=-1)
+    out = F.scaled_dot_product_attention(query, key, F.pad(split(v), (0, width - dim)), scale=dim**-0.5)[..., :dim]
     return out.transpose(1, 2).reshape(batch, pixels, inner)
 
 

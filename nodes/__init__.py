@@ -1,7 +1,7 @@
 """Thin ComfyUI node classes; each module registers its own nodes."""
 from importlib import import_module
 
-NODE_MODULES = ("encode", "painted_masks", "loaders", "grounded_sam", "region_attention", "background_blend", "dual_branch")
+NODE_MODULES = ("encode", "painted_masks", "loaders", "grounded_sam", "region_attention", "background_blend", "rebalance", "anchoring", "attention_masks", "dual_branch")
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}
