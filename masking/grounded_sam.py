@@ -101,7 +101,13 @@ def is_transformers_folder(path: str | os.PathLike) -> bool:
 
 
 class SamSegmenter:
-    """segment-anything's ``SamPredictor``: one image embedding, then every box prompt in one batch."""
+    """segment-anything's ``SamPredictor``: one image embedding, then the box prompts in batches.
+
+    Batches of ``BOX_BATCH`` keep the decoder's full-resolution intermediates bounded: an image with
+    hundreds of boxes (a flower field, or a loose threshold) would otherwise need tens of GiB at once.
+    """
+
+    BOX_BATCH = 32
 
     def __init__(self, model):
         from segment_anything import SamPredictor
@@ -117,9 +123,10 @@ class SamSegmenter:
             return torch.zeros(0, height, width, dtype=torch.bool)
         self.predictor.set_image(image)
         prompts = self.predictor.transform.apply_boxes_torch(boxes.float().to(self.predictor.device), (height, width))
-        masks, _, _ = self.predictor.predict_torch(None, None, boxes=prompts, multimask_output=False)
+        masks = [self.predictor.predict_torch(None, None, boxes=batch, multimask_output=False)[0][:, 0].cpu()
+                 for batch in prompts.split(self.BOX_BATCH)]
         self.predictor.reset_image()
-        return masks[:, 0].cpu()
+        return torch.cat(masks)
 
 
 def load_sam(path: str | os.PathLike) -> SamSegmenter:

@@ -230,3 +230,20 @@ def test_labelled_preview_tints_each_mask_and_writes_its_label(photo):
     assert changed[20:40, 20:60].any() and changed[90:110, 120:160].any()
     assert not changed[150:, :100].any()
 
+
+
+def test_many_boxes_are_decoded_in_bounded_batches(monkeypatch):
+    """Hundreds of boxes (a loose threshold, a field of flowers) go through SAM's decoder a batch at a time."""
+    import numpy as np
+
+    from leakfree_edit.masking.grounded_sam import SamSegmenter
+    from leakfree_edit.tests._gsam_models import tiny_sam
+
+    segmenter = SamSegmenter(tiny_sam())
+    batches = []
+    original = segmenter.predictor.predict_torch
+    monkeypatch.setattr(segmenter.predictor, "predict_torch", lambda *a, boxes, **k: batches.append(len(boxes)) or original(*a, boxes=boxes, **k))
+    boxes = torch.tensor([[4.0, 4.0, 40.0, 40.0]]).repeat(70, 1)
+    masks = segmenter.segment(np.zeros((64, 64, 3), dtype=np.uint8), boxes)
+    assert masks.shape == (70, 64, 64) and masks.dtype == torch.bool
+    assert batches == [32, 32, 6]
