@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -52,15 +50,12 @@ def reset_peak_rss() -> int:
 
 
 def measure(variant: str) -> dict:
-    os.environ.setdefault("COMFYUI_CWD", tempfile.mkdtemp(prefix="leakfree-bench-"))
-    import torch
-
-    if not torch.cuda.is_available():
-        os.environ.setdefault("COMFYUI_CPU", "1")
-    torch.set_flush_denormal(True)
     sys.path.insert(0, str(ROOT / "scripts"))
-    sys.path.insert(0, str(ROOT / "tests"))
-    import conftest  # noqa: F401  registers the checkout as the package leakfree_edit
+    import comfy_env
+
+    comfy_env.prepare_comfy()
+    comfy_env.register_pack()
+    import torch
     import comfy.samplers
     import random_models
     from leakfree_edit.nodes.dual_branch import DualBranchEditGuider

@@ -8,8 +8,8 @@ from ..attention.tokens import plan_windows
 from ..masking.from_attention import AttentionCapture, CaptureAttention, masks_from_attention
 from ..masking.ops import background_mask
 from ..masking.preview import labelled_preview
-from .comfy_compat import CATEGORY, NodeInputError, attention_blocks, context_dim, percent_to_sigma, plain_attention
-from .painted_masks import MASK_OUTPUT_NAMES, MASK_OUTPUT_TOOLTIPS, MASK_OUTPUTS, dilation_pixels
+from .comfy_compat import NodeInputError, attention_blocks, context_dim, percent_to_sigma, plain_attention
+from .painted_masks import ObjectMaskNode, dilation_pixels
 
 NODE = "Masks from Attention"
 NOISE_RANGE = (0.5, 0.8)  # sampling progress of the capture timesteps: noisy enough to read, clean enough to see the layout
@@ -38,7 +38,7 @@ def capture_model(model, capture: AttentionCapture):
     return patched
 
 
-class MasksFromAttention:
+class MasksFromAttention(ObjectMaskNode):
     DESCRIPTION = (
         "Object masks with no detector or segmenter (ELA's localisation, DPL-style self-attention "
         "refinement; this pack's concrete form). Noises the source latent to a few moderate levels and runs "
@@ -50,11 +50,6 @@ class MasksFromAttention:
         "those above their threshold (Otsu's by default), so masks never overlap; dilation grows regions "
         "into unclaimed pixels only. Outputs are at image size (8x the latent)."
     )
-    CATEGORY = f"{CATEGORY}/masks"
-    RETURN_TYPES = MASK_OUTPUTS
-    RETURN_NAMES = MASK_OUTPUT_NAMES
-    OUTPUT_TOOLTIPS = MASK_OUTPUT_TOOLTIPS
-    FUNCTION = "make_masks"
 
     @classmethod
     def INPUT_TYPES(cls):

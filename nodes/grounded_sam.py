@@ -11,9 +11,9 @@ import torch
 from ..masking import grounded_sam
 from ..masking.ops import background_mask
 from ..masking.preview import labelled_preview
-from .comfy_compat import CATEGORY, NodeInputError
+from .comfy_compat import NodeInputError
 from .loaders import DETECTOR_TYPE, SEGMENTER_TYPE
-from .painted_masks import MASK_OUTPUT_NAMES, MASK_OUTPUT_TOOLTIPS, MASK_OUTPUTS, dilation_pixels
+from .painted_masks import ObjectMaskNode, dilation_pixels
 
 log = logging.getLogger("LeakFreeEdit")
 
@@ -31,7 +31,7 @@ def models_on_device(*wrappers):
         model_management.soft_empty_cache()
 
 
-class ObjectMasksGroundedSAM:
+class ObjectMasksGroundedSAM(ObjectMaskNode):
     NODE = "Object Masks (Grounded-SAM)"
     DESCRIPTION = (
         "Finds each source object of the edit plan with Grounding-DINO (one caption per image holding every "
@@ -40,11 +40,6 @@ class ObjectMasksGroundedSAM:
         "(several boxes of one object OR-ed, or only the best one), the background mask and a labelled preview. "
         "An image batch gives masks image by image: object masks [images x objects], background [images]."
     )
-    CATEGORY = f"{CATEGORY}/masks"
-    RETURN_TYPES = MASK_OUTPUTS
-    RETURN_NAMES = MASK_OUTPUT_NAMES
-    OUTPUT_TOOLTIPS = MASK_OUTPUT_TOOLTIPS
-    FUNCTION = "make_masks"
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -8,13 +8,20 @@ from .comfy_compat import CATEGORY, NodeInputError
 
 NODE = "Object Masks (painted)"
 MAX_MASK_INPUTS = 8
-MASK_OUTPUTS = ("MASK", "MASK", "IMAGE")
-MASK_OUTPUT_NAMES = ("object_masks", "background_mask", "preview")
-MASK_OUTPUT_TOOLTIPS = (
-    "One mask per object in edit order (dilated): for Region-Guided Cross-Attention and Latent Background Blend.",
-    "Where no object is: the area background blending keeps from the source.",
-    "The image with each object's mask in its own colour.",
-)
+
+
+class ObjectMaskNode:
+    """What every object-mask node shares: its category and its three outputs."""
+
+    CATEGORY = f"{CATEGORY}/masks"
+    RETURN_TYPES = ("MASK", "MASK", "IMAGE")
+    RETURN_NAMES = ("object_masks", "background_mask", "preview")
+    OUTPUT_TOOLTIPS = (
+        "One mask per object in edit order (dilated): for Region-Guided Cross-Attention and Latent Background Blend.",
+        "Where no object is: the area background blending keeps from the source.",
+        "The image with each object's mask in its own colour.",
+    )
+    FUNCTION = "make_masks"
 
 
 def dilation_pixels(height: int, width: int, dilation_percent: float) -> int:
@@ -33,18 +40,13 @@ def finish_masks(masks: torch.Tensor, plan, dilation_percent: float, node: str) 
     return masks, background_mask(masks)
 
 
-class ObjectMasksPainted:
+class ObjectMasksPainted(ObjectMaskNode):
     DESCRIPTION = (
         "Turns masks you painted (e.g. in Load Image's mask editor), one per edit line and in the "
         "same order, into the object-mask batch the attention and blending nodes take. Masks are "
         "binarised at 0.5 and dilated (default 4% of the short side, as ALE-Edit's code). A pixel "
         "claimed by two objects is given to the background term by Region-Guided Cross-Attention."
     )
-    CATEGORY = f"{CATEGORY}/masks"
-    RETURN_TYPES = MASK_OUTPUTS
-    RETURN_NAMES = MASK_OUTPUT_NAMES
-    OUTPUT_TOOLTIPS = MASK_OUTPUT_TOOLTIPS
-    FUNCTION = "make_masks"
 
     @classmethod
     def INPUT_TYPES(cls):
