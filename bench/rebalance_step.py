@@ -138,8 +138,8 @@ def sdxl_layer(binding: bool, repeats: int = 3) -> dict:
     return {"seconds": seconds, "peak_rss_gib": peak_rss_gib()}
 
 
-def sdxl_unet(size: int) -> dict:
-    """One whole SDXL-shape UNet forward at ``size`` px with RGB-CAM + binding, batch 2."""
+def sdxl_unet(size: int, binding: bool = True) -> dict:
+    """One whole SDXL-shape UNet forward at ``size`` px with RGB-CAM (+ binding), batch 2."""
     import torch
     import comfy.sample
     import random_models
@@ -151,7 +151,8 @@ def sdxl_unet(size: int) -> dict:
     target, _, _ = ObjectRestrictedEncode().encode(clip, EDITS, "object")
     negative = [[clip.encode_from_tokens(clip.tokenize(""), return_pooled=False), {"pooled_output": target[0][1]["pooled_output"] * 0}]]
     model, = RegionGuidedCrossAttention().patch(base, target, two_masks(size))
-    model, = SourceDominanceRebalance().patch(model, binding=2.0, surroundings=1.0)
+    if binding:
+        model, = SourceDominanceRebalance().patch(model, binding=2.0, surroundings=1.0)
     latent = torch.zeros(1, 4, size // 8, size // 8)
     started = time.perf_counter()
     with torch.no_grad():
@@ -204,8 +205,10 @@ def main(argv=None) -> int:
         print(f"  {'binding' if binding else 'plain  '}  {result['seconds']:.3f} s/call, peak RSS {result['peak_rss_gib']:.2f} GiB")
     print(f"  (an explicit HW x HW fp32 bias for that layer would be {4096 * 4096 * 4 / 2**20:.0f} MiB per row and head)")
     if args.sdxl_unet:
-        result = in_fresh_process("sdxl_unet", 1024)
-        print(f"SDXL full UNet forward at 1024x1024 with binding: {result['seconds']:.1f} s, peak RSS {result['peak_rss_gib']:.2f} GiB")
+        for binding in (False, True):
+            result = in_fresh_process("sdxl_unet", 1024, binding)
+            label = "RGB-CAM + binding" if binding else "RGB-CAM alone    "
+            print(f"SDXL full UNet step at 1024x1024, {label}: {result['seconds']:.1f} s, peak RSS {result['peak_rss_gib']:.2f} GiB")
     return 0
 
 
