@@ -7,21 +7,13 @@ from leakfree_edit.nodes.anchoring import RegionAnchoringNode
 from leakfree_edit.nodes.comfy_compat import NodeInputError
 from leakfree_edit.nodes.encode import ObjectRestrictedEncode
 from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
+from leakfree_edit.tests._editing import EDITS, encode, object_masks
 
-EDITS = "wolf -> brown-colored goat\nmoon -> moon made of gold"
 LATENT = (1, 4, 12, 16)
 
 
-def object_masks(height=96, width=128):
-    masks = torch.zeros(2, height, width)
-    masks[0, : height // 2, : width // 2] = 1
-    masks[1, height // 2 :, width // 2 :] = 1
-    return masks
 
 
-def encode(clip, text):
-    cond, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
-    return [[cond, {"pooled_output": pooled}]]
 
 
 def sample(model, positive, negative, steps=4, cfg=3.0):

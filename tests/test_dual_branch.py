@@ -9,21 +9,13 @@ from leakfree_edit.attention.dual_branch import (
     ddcm_target_x0, lock_active, source_branch_latent, virtual_inversion_x0,
 )
 from leakfree_edit.masking.ops import latent_mask
+from leakfree_edit.tests._editing import EDITS, encode, object_masks
 
-EDITS = "wolf -> brown-colored goat\nmoon -> moon made of gold"
 HEIGHT, WIDTH = 12, 16
 
 
-def encode(clip, text):
-    cond, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
-    return [[cond, {"pooled_output": pooled}]]
 
 
-def object_masks(height=8 * HEIGHT, width=8 * WIDTH):
-    masks = torch.zeros(2, height, width)
-    masks[0, : height // 2, : width // 3] = 1
-    masks[1, height // 2 :, width // 2 :] = 1
-    return masks
 
 
 def source_latent(batch=1, seed=3):

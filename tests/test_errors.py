@@ -3,8 +3,7 @@ import pytest
 import torch
 
 from leakfree_edit.attention.plan import EditPlan, parse_edits
-
-EDITS = "wolf -> brown-colored goat\nmoon -> moon made of gold"
+from leakfree_edit.tests._editing import EDITS
 
 
 @pytest.fixture(scope="module")

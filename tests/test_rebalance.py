@@ -10,16 +10,11 @@ from leakfree_edit.nodes.comfy_compat import NodeInputError, install_region_prog
 from leakfree_edit.nodes.encode import ObjectRestrictedEncode
 from leakfree_edit.nodes.rebalance import SourceDominanceRebalance
 from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
+from leakfree_edit.tests._editing import EDITS, object_masks
 
-EDITS = "wolf -> brown-colored goat\nmoon -> moon made of gold"
 LATENT = (1, 4, 12, 16)
 
 
-def object_masks(height=96, width=128):
-    masks = torch.zeros(2, height, width)
-    masks[0, : height // 2, : width // 2] = 1
-    masks[1, height // 2 :, width // 2 :] = 1
-    return masks
 
 
 @pytest.fixture(scope="module")

@@ -9,20 +9,12 @@ import torch
 
 import leakfree_edit.attention.region_attention as region_attention
 from leakfree_edit.masking.ops import latent_mask
-
-EDITS = "wolf -> brown-colored goat\nmoon -> moon made of gold"
-
-
-def encode(clip, text):
-    cond, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
-    return [[cond, {"pooled_output": pooled}]]
+from leakfree_edit.tests._editing import EDITS, encode, object_masks
 
 
-def object_masks(height, width):
-    masks = torch.zeros(2, height, width)
-    masks[0, : height // 2, : width // 3] = 1
-    masks[1, height // 2 :, width // 2 :] = 1
-    return masks
+
+
+
 
 
 def record_model_calls(model):
