@@ -105,6 +105,8 @@ def measure(variant: str) -> dict:
 
 def main():
     if len(sys.argv) == 2:
+        if sys.argv[1] not in VARIANTS:
+            raise SystemExit(__doc__ + f"\n    python bench/dual_branch_step.py VARIANT    # one of {', '.join(VARIANTS)}, in this process")
         print(json.dumps(measure(sys.argv[1])))
         return
     results = {}
