@@ -23,19 +23,12 @@ from dataclasses import dataclass
 import torch
 
 from ..masking.ops import resize_masks, region_weights
+from .region_attention import in_sigma_window
 from .self_attention import LAYOUT_KEY
 
 MAX_BOOST = 20.0  # log(20) ~ 3: beyond it the object's tokens take all of the region's attention
 MIN_SINK_SCALE = 0.01  # a sink weight of 0 would leave pixels with no finite logit in some layouts
 MAX_BINDING = 20.0
-
-
-def in_sigma_window(sigmas: torch.Tensor | None, sigma_start: float, sigma_end: float) -> bool:
-    """True while sigma_end <= sigma <= sigma_start (the same rule as RGB-CAM's schedule)."""
-    if sigmas is None:
-        return True
-    sigma = float(sigmas.max())
-    return sigma_end <= sigma <= sigma_start
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,14 @@ ROWS_KEY = "leakfree_edit_rows"  # per-block hand-over from the attn2_patch to t
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, dict], torch.Tensor]
 
 
+def in_sigma_window(sigmas: torch.Tensor | None, sigma_start: float, sigma_end: float) -> bool:
+    """True while sigma_end <= sigma <= sigma_start: every term's start/end schedule (no sigmas: always)."""
+    if sigmas is None:
+        return True
+    sigma = float(sigmas.max())
+    return sigma_end <= sigma <= sigma_start
+
+
 class CrossAttentionBias(Protocol):
     """A program term adding to RGB-CAM's logit bias, built once per layer size and set of active terms.
 
@@ -82,10 +90,7 @@ class CrossAttentionRegions:
         return len(self.spans)
 
     def active(self, sigmas: torch.Tensor | None) -> bool:
-        if sigmas is None:
-            return True
-        sigma = float(sigmas.max())
-        return self.sigma_end <= sigma <= self.sigma_start
+        return in_sigma_window(sigmas, self.sigma_start, self.sigma_end)
 
 
 @dataclass
