@@ -5,28 +5,67 @@ import { parseEdits, summary } from "./edit_list.js";
 const ENCODE = "LeakFreeObjectRestrictedEncode";
 const PAINTED_MASKS = "LeakFreeObjectMasksPainted";
 const MASK_INPUT = /^mask_(\d+)$/;
+export const STATUS_WIDGET = "edit_summary";
+const STATUS_HEIGHT = 20;
+const STATUS_MARGIN = 15; // the inset of the frontend's own widgets
 
-function fitText(ctx, text, width) {
-  if (ctx.measureText(text).width <= width) return text;
-  while (text.length > 1 && ctx.measureText(text + "…").width > width) text = text.slice(0, -1);
+export function fitText(text, width, measure) {
+  if (measure(text) <= width) return text;
+  while (text.length > 1 && measure(text + "…") > width) text = text.slice(0, -1);
   return text + "…";
 }
 
+export function statusLine(node) {
+  // One line under the edit list, drawn on the canvas: how many objects were read, or which line is malformed.
+  // Not a value of the node: serialize false keeps it out of the saved workflow and out of the prompt.
+  return {
+    name: STATUS_WIDGET,
+    type: "leakfree_status",
+    value: "",
+    shown: "",
+    serialize: false,
+    options: { serialize: false },
+    computeSize: (width) => [width, STATUS_HEIGHT],
+    refresh() {
+      const edits = node.widgets?.find((w) => w.name === "edits");
+      const linked = node.inputs?.some((i) => i.widget?.name === "edits" && i.link != null);
+      this.parsed = edits && !linked ? parseEdits(String(edits.value ?? "")) : null;
+      this.value = this.parsed ? summary(this.parsed) : "";
+      return this.parsed;
+    },
+    draw(ctx, _node, width, y) {
+      const parsed = this.refresh();
+      if (!parsed) return;
+      ctx.save();
+      ctx.font = "12px sans-serif";
+      ctx.textAlign = "left";
+      ctx.textBaseline = "middle";
+      ctx.fillStyle = parsed.error ? "#f77" : "#8c8";
+      this.shown = fitText(this.value, width - 2 * STATUS_MARGIN, (s) => ctx.measureText(s).width);
+      ctx.fillText(this.shown, STATUS_MARGIN, y + STATUS_HEIGHT / 2);
+      ctx.restore();
+    },
+  };
+}
+
 function showEditSummary(nodeType) {
-  // In the title bar, right-aligned: how many objects were read, or which line is malformed.
-  const onDrawForeground = nodeType.prototype.onDrawForeground;
-  nodeType.prototype.onDrawForeground = function (ctx) {
-    onDrawForeground?.apply(this, arguments);
-    const edits = this.widgets?.find((w) => w.name === "edits");
-    if (!edits || this.flags?.collapsed) return;
-    const parsed = parseEdits(String(edits.value ?? ""));
-    ctx.save();
-    ctx.font = "12px sans-serif";
-    const titleWidth = ctx.measureText(this.getTitle?.() ?? this.title ?? "").width * 1.25 + 40;
-    ctx.textAlign = "right";
-    ctx.fillStyle = parsed.error ? "#f77" : "#8c8";
-    ctx.fillText(fitText(ctx, summary(parsed), this.size[0] - titleWidth), this.size[0] - 8, -9);
-    ctx.restore();
+  const onNodeCreated = nodeType.prototype.onNodeCreated;
+  nodeType.prototype.onNodeCreated = function () {
+    const result = onNodeCreated?.apply(this, arguments);
+    const node = this;
+    const status = this.addCustomWidget(statusLine(this));
+    status.refresh();
+    const edits = this.widgets.find((w) => w.name === "edits");
+    if (edits) {
+      const callback = edits.callback;
+      edits.callback = function () {
+        const answer = callback?.apply(this, arguments);
+        status.refresh(); // typing in the text box: redraw the line now, not at the next mouse move
+        node.setDirtyCanvas?.(true, false);
+        return answer;
+      };
+    }
+    return result;
   };
 }
 

@@ -440,6 +440,17 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
+def boxes_to_segment(labels: torch.Tensor, scores: torch.Tensor, count: int, instances: str) -> torch.Tensor:
+    """Indices of the boxes whose masks are used: every box of a phrase (``all``) or each phrase's best one (``best``).
+
+    SAM decodes only these, so a loose threshold that lets hundreds of boxes through costs one decode per object with ``best``.
+    """
+    if instances == "all":
+        return ((labels >= 0) & (labels < count)).nonzero(as_tuple=True)[0]
+    best = [mine[scores[mine].argmax()] for phrase in range(count) if len(mine := (labels == phrase).nonzero(as_tuple=True)[0])]
+    return torch.stack(best) if best else torch.zeros(0, dtype=torch.long)
+
+
 def combine_instances(box_masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, count: int, instances: str):
     """One mask per phrase: OR of its boxes' masks (``all``) or its best-scoring box (``best``).
 
@@ -473,8 +484,9 @@ def object_masks(image: torch.Tensor, objects: list[str], detector, segmenter, b
         raise ValueError(f"instances must be one of {INSTANCES} and on_missing one of {ON_MISSING}")
     phrases = list(dict.fromkeys(normalize_phrase(o) for o in objects))
     detections = detector.detect(image, phrases, box_threshold, text_threshold)
-    box_masks = segmenter.segment(_to_uint8(image), detections.boxes)
-    per_phrase, found = combine_instances(box_masks, detections.labels, detections.scores, len(phrases), instances)
+    keep = boxes_to_segment(detections.labels, detections.scores, len(phrases), instances)
+    box_masks = segmenter.segment(_to_uint8(image), detections.boxes[keep])
+    per_phrase, found = combine_instances(box_masks, detections.labels[keep], detections.scores[keep], len(phrases), instances)
     order = [phrases.index(normalize_phrase(o)) for o in objects]
     missing = [o for o, p in zip(objects, order) if not found[p]]
     if missing and on_missing == "error":

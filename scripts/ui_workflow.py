@@ -1,6 +1,6 @@
 """Write the drag-and-drop (UI format) twin of an API-format workflow, from the nodes' own INPUT_TYPES.
 
-    python scripts/ui_workflow.py workflows/edit_painted_masks_sd15_api.json   # writes workflows/edit_painted_masks_sd15.json
+    python3 scripts/ui_workflow.py api_workflows/edit_painted_masks_sd15.json   # writes example_workflows/edit_painted_masks_sd15.json
 
 The UI file is derived, never hand-edited, so the two formats always describe the same graph
 (a test regenerates every UI file and compares).
@@ -97,11 +97,12 @@ def to_ui(graph: dict, classes: dict) -> dict:
 
 
 def ui_path(api_path: Path) -> Path:
-    return api_path.with_name(api_path.name.replace("_api.json", ".json"))
+    return comfy_env.ROOT / "example_workflows" / api_path.name
 
 
 def main(paths: list[str]) -> int:
-    classes = comfy_env.node_classes()
+    comfy_env.prepare_comfy()
+    classes = comfy_env.load_nodes()
     for api in map(Path, paths):
         out = ui_path(api)
         out.write_text(json.dumps(to_ui(json.loads(api.read_text()), classes), indent=1) + "\n")

@@ -1,5 +1,7 @@
 """Test set-up: load the pack as the package ``leakfree_edit`` and make random-weight models fast."""
+import collections
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,16 +10,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import comfy_env  # noqa: E402
 
 ROOT = comfy_env.ROOT
-ALE_BENCH = ROOT.parent / "shared" / "ale_bench"
-comfy_env.prepare_comfy()
+COMFYUI = comfy_env.prepare_comfy(base_directory=tempfile.mkdtemp(prefix="leakfree-comfy-"))
 comfy_env.register_pack()  # without running __init__: attention/ and masking/ import without ComfyUI
 
 
+def pytest_report_header(config):
+    return f"ComfyUI under test: {comfy_env.comfyui_version(COMFYUI)} at {COMFYUI}"
+
+
 @pytest.fixture(scope="session")
-def ale_bench() -> Path:
-    if not ALE_BENCH.exists():
-        pytest.skip("shared/ale_bench is not beside the checkout")
-    return ALE_BENCH
+def example_inputs() -> Path:
+    """The ALE-Bench images and masks the pack ships for its example workflows."""
+    return ROOT / "example_inputs"
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +44,51 @@ def models():
             return built(("clip", kind), random_models.clip)
 
     return Models()
+
+
+@pytest.fixture(scope="session")
+def comfyui() -> Path:
+    return COMFYUI
+
+
+@pytest.fixture(scope="session")
+def pack_nodes() -> dict:
+    """The pack's node classes by key, as its ``__init__`` registers them."""
+    import importlib
+
+    return dict(importlib.import_module("leakfree_edit.nodes").NODE_CLASS_MAPPINGS)
+
+
+@pytest.fixture(scope="session")
+def server_base(tmp_path_factory) -> Path:
+    """A ComfyUI base folder with random-weight model files in the real formats."""
+    import model_files
+
+    base = tmp_path_factory.mktemp("comfy-base")
+    model_files.write_model_files(base / "models")
+    return base
+
+
+@pytest.fixture(scope="session")
+def comfy_server(server_base):
+    from leakfree_edit.tests.comfy_server import ComfyServer
+
+    server = ComfyServer(COMFYUI, server_base, ROOT).wait_ready()
+    yield server
+    server.stop()
+
+
+E2E_REPORT: "collections.Counter[str]" = collections.Counter()
+
+
+@pytest.fixture(scope="session")
+def e2e_report():
+    """Counts of what the end-to-end tests checked, printed at the end of the run."""
+    return E2E_REPORT
+
+
+def pytest_terminal_summary(terminalreporter):
+    if E2E_REPORT:
+        terminalreporter.section("end to end, on ComfyUI " + comfy_env.comfyui_version(COMFYUI))
+        for what, count in E2E_REPORT.items():
+            terminalreporter.write_line(f"{count} {what}")

@@ -113,7 +113,8 @@ def test_guider_with_comfys_sampler_runs_infedits_ddcm_loop(models, prompts, sam
     edited = guider.sample(noise, latent, comfy.samplers.ksampler(sampler), sigmas, disable_pbar=True, seed=seed)
 
     conds = {k: helpers.convert_cond(prompts[k]) for k in ("target", "source", "negative")}
-    inner, conds, loaded = helpers.prepare_sampling(model, latent.shape, conds)
+    inner, conds, loaded = helpers.prepare_sampling(model, latent.shape, conds, model.model_options)
+    model.pre_run()  # as CFGGuider.outer_sample does before the model is called
     conds = comfy.samplers.process_conds(inner, noise, conds, "cpu", latent, None, seed)
 
     def eps(x_vp, sigma, prompt, cfg):  # the unpatched model's CFG noise prediction at a VP latent

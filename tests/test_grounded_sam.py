@@ -28,9 +28,9 @@ def segmenter():
 
 
 @pytest.fixture(scope="module")
-def photo(ale_bench):
+def photo(example_inputs):
     """A real ALE-Bench photo, 160 x 240 (not square), [H, W, 3] in [0, 1]."""
-    image = Image.open(ale_bench / "images" / "artificial_img01.jpg").convert("RGB").resize((240, 160))
+    image = Image.open(example_inputs / "artificial_img01.jpg").convert("RGB").resize((240, 160))
     return torch.from_numpy(np.asarray(image).astype(np.float32) / 255.0)
 
 
@@ -120,10 +120,15 @@ def test_one_image_encoding_and_one_decoder_batch_for_all_boxes(photo, segmenter
     assert (encoder.count, decoder.count) == (1, 1)
 
 
-def test_best_instance_keeps_the_top_scoring_box(photo, segmenter):
+def test_best_instance_keeps_the_top_scoring_box_and_decodes_only_it(photo, segmenter, monkeypatch):
     boxes = [[10, 10, 90, 70], [120, 30, 200, 120]]
     detector = FixedDetector({"cat": boxes}, {"cat": [0.5, 0.8]})
+    decoded = []
+    segment = segmenter.segment
+    monkeypatch.setattr(segmenter, "segment", lambda image, chosen: decoded.append(chosen.tolist()) or segment(image, chosen))
     masks, _, _ = gs.object_masks(photo, ["cat"], detector, segmenter, instances="best")
+    assert decoded == [boxes[1:]]
+    monkeypatch.undo()
     image = (photo * 255).round().to(torch.uint8).numpy()
     expected = segmenter.segment(image, torch.tensor(boxes[1:], dtype=torch.float32))[0].float()
     assert torch.equal(masks[0], expected)

@@ -169,7 +169,7 @@ def test_transformers_folders_load_through_the_same_loaders(loaders, models_dir)
     loaders._loaded.clear()
 
 
-def test_nodes_never_open_a_network_connection(loaders, sam_vit_b_file, dino_file, monkeypatch, ale_bench):
+def test_nodes_never_open_a_network_connection(loaders, sam_vit_b_file, dino_file, monkeypatch, example_inputs):
     """Load both models from files and make masks with every socket connection failing the test."""
     import numpy as np
     from PIL import Image
@@ -194,7 +194,7 @@ def test_nodes_never_open_a_network_connection(loaders, sam_vit_b_file, dino_fil
     segmenter.model.prompt_encoder.image_embedding_size = (16, 16)
     segmenter.model.prompt_encoder.input_image_size = (256, 256)
     segmenter.predictor = gs.SamSegmenter(segmenter.model).predictor
-    image = Image.open(ale_bench / "images" / "artificial_img02.jpg").convert("RGB").resize((128, 128))
+    image = Image.open(example_inputs / "artificial_img01.jpg").convert("RGB").resize((128, 128))
     pixels = torch.from_numpy(np.asarray(image).astype(np.float32) / 255.0)[None]
     plan = EditPlan(edits=(ObjectEdit("tree", "golden tree"), ObjectEdit("couch", "red couch")))
     masks, background, preview = ObjectMasksGroundedSAM().make_masks(

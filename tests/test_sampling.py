@@ -106,10 +106,10 @@ def test_background_equals_source_after_blend_and_paste(models):
 
 
 PLAIN_RUN = textwrap.dedent("""
-    import os, sys, torch
-    os.environ.setdefault("COMFYUI_CPU", "1")
-    torch.set_flush_denormal(True)
+    import sys, torch
     sys.path.insert(0, {scripts!r})
+    import comfy_env
+    comfy_env.prepare_comfy()
     import random_models, comfy.sample
     clip, model = random_models.clip("sd15"), random_models.unet("sd15")
     def enc(t):

@@ -1,0 +1,111 @@
+"""A real ComfyUI server for the end-to-end tests: ``main.py --cpu`` on a free loopback port, in a scratch base folder.
+
+The base folder holds random-weight model files in the real formats (scripts/model_files.py), the
+pack linked into ``custom_nodes/`` under the name users clone it as, and flush_denormals_node.py. Nothing is written into the
+ComfyUI checkout itself (the database is in memory).
+"""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+PACK_FOLDER = "ComfyUI-LeakFreeEdit"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ComfyServer:
+    def __init__(self, comfyui: Path, base: Path, pack: Path, name: str = "server"):
+        self.comfyui, self.base = comfyui, base
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = base / f"{name}.log"
+        custom_nodes = base / "custom_nodes"
+        custom_nodes.mkdir(parents=True, exist_ok=True)
+        for name, target in ((PACK_FOLDER, pack), ("flush_denormals_node.py", Path(__file__).with_name("flush_denormals_node.py"))):
+            if not (custom_nodes / name).exists():
+                (custom_nodes / name).symlink_to(target)
+        self._log = open(self.log_path, "w")
+        command = [sys.executable, "main.py", "--cpu", "--use-pytorch-cross-attention", "--listen", "127.0.0.1",
+                   "--port", str(self.port), "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
+                   "--disable-auto-launch", "--log-stdout"]
+        self.process = subprocess.Popen(command, cwd=comfyui, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 180) -> "ComfyServer":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+            try:
+                if requests.get(f"{self.url}/system_stats", timeout=2).ok:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"ComfyUI did not answer in {timeout} s:\n{self.log()[-4000:]}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return requests.get(f"{self.url}{path}", timeout=60, **kwargs)
+
+    def upload(self, path: Path, name: str | None = None, subfolder: str = "") -> dict:
+        with open(path, "rb") as file:
+            response = requests.post(f"{self.url}/upload/image", files={"image": (name or path.name, file)},
+                                     data={"overwrite": "true", "subfolder": subfolder}, timeout=60)
+        response.raise_for_status()
+        return response.json()
+
+    def queue(self, graph: dict) -> dict:
+        """POST /prompt; returns the server's answer (prompt_id, or error and node_errors when validation fails)."""
+        response = requests.post(f"{self.url}/prompt", json={"prompt": graph, "client_id": str(uuid.uuid4())}, timeout=60)
+        return response.json()
+
+    def wait(self, prompt_id: str, timeout: float = 600) -> dict:
+        """The /history entry of ``prompt_id`` once it finished (status 'success' or 'error')."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            entry = self.get(f"/history/{prompt_id}").json().get(prompt_id)
+            if entry and entry.get("status", {}).get("completed") is not None and entry["status"].get("status_str") in ("success", "error"):
+                return entry
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+            time.sleep(0.5)
+        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s:\n{self.log()[-3000:]}")
+
+    def run(self, graph: dict, timeout: float = 600) -> dict:
+        answer = self.queue(graph)
+        if "prompt_id" not in answer:
+            raise AssertionError(f"the server refused the graph: {json.dumps(answer, indent=1)[:3000]}")
+        return self.wait(answer["prompt_id"], timeout)
+
+    def image_bytes(self, entry: dict) -> list[bytes]:
+        """The bytes of every saved output image of a finished prompt, through /view."""
+        images = [image for output in entry["outputs"].values() for image in output.get("images", []) if image["type"] == "output"]
+        return [self.get("/view", params=image).content for image in images]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self._log.close()
+
+
+def execution_error(entry: dict) -> dict | None:
+    return next((data for event, data in entry["status"].get("messages", []) if event == "execution_error"), None)
