@@ -1,6 +1,15 @@
 """ComfyUI-LeakFreeEdit: multi-object image editing without attribute leakage (registration only)."""
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from comfy_api.latest import ComfyExtension
+
+from .nodes import NODES
 
 WEB_DIRECTORY = "./js"
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
+
+class LeakFreeEdit(ComfyExtension):
+    async def get_node_list(self):
+        return NODES
+
+
+async def comfy_entrypoint() -> LeakFreeEdit:
+    return LeakFreeEdit()

@@ -26,17 +26,9 @@ import contextlib
 from collections import deque
 
 import torch
-from torch.autograd.graph import saved_tensors_hooks
 
-from ..masking.ops import resize_masks
-from .region_attention import PROGRAM_KEY
-
-
-def object_maps(query, keys, spans, tokens: int) -> torch.Tensor:
-    """a_i(p) ``[R, N, HW]`` per target row: attention each pixel gives object i's tokens, from the unbiased base keys."""
-    logits = query @ keys[:, :, :tokens].transpose(-1, -2) * query.shape[-1] ** -0.5  # [R, heads, HW, T]
-    probs = logits.softmax(dim=-1).mean(dim=1)  # [R, HW, T]
-    return torch.stack([probs[..., start:end].sum(dim=-1) for start, end in spans], dim=1)
+from ..masking.from_attention import object_maps
+from .region_attention import PROGRAM_KEY, SigmaWindow
 
 
 def anchoring_loss(records: list[tuple[torch.Tensor, torch.Tensor]], eps: float = 1e-8) -> torch.Tensor:
@@ -62,14 +54,15 @@ def anchoring_loss(records: list[tuple[torch.Tensor, torch.Tensor]], eps: float 
 
 
 class AttentionRecorder:
-    """``CrossAttentionObserver``: while recording, keep (a_i maps, region masks) of every downsampled layer."""
+    """``CrossAttentionObserver``: while recording, keep (a_i maps, region masks) of every downsampled layer.
 
-    def __init__(self, masks: torch.Tensor, spans, tokens: int):
-        self.masks = masks  # [I*N, H, W] in [0, 1]: one set of N object masks, or one per image
+    The maps come from the base keys alone (the first ``tokens`` keys), without RGB-CAM's bias.
+    """
+
+    def __init__(self, spans, tokens: int):
         self.spans = tuple(spans)
         self.tokens = tokens
         self.records: list | None = None
-        self._regions: dict = {}
 
     @contextlib.contextmanager
     def recording(self):
@@ -79,20 +72,13 @@ class AttentionRecorder:
         finally:
             self.records = None
 
-    def observe(self, query, keys, bias, height, width, extra_options) -> None:
+    def observe(self, query, keys, bias, masks, extra_options) -> None:
         if self.records is None:
             return
         latent = extra_options["original_shape"]
-        if height * width >= int(latent[-2]) * int(latent[-1]):  # full-resolution layers: costly, little semantics
+        if query.shape[2] >= int(latent[-2]) * int(latent[-1]):  # full-resolution layers: costly, little semantics
             return
-        self.records.append((object_maps(query, keys, self.spans, self.tokens), self.regions(height, width, query.device)))
-
-    def regions(self, height: int, width: int, device) -> torch.Tensor:
-        key = (height, width, device)
-        if key not in self._regions:
-            resized = resize_masks(self.masks.to(device=device, dtype=torch.float32), height, width)
-            self._regions[key] = resized.view(-1, len(self.spans), height * width)
-        return self._regions[key]
+        self.records.append((object_maps(query, keys[:, :, : self.tokens], self.spans), masks.flatten(2)))
 
 
 @contextlib.contextmanager
@@ -147,21 +133,19 @@ def fresh_program_cache(program):
         program.cache = kept
 
 
-class RegionAnchoring:
-    """Model-function wrapper: before the model call at guided sigmas, take ``iterations`` gradient steps.
+class LatentAnchoring:
+    """Model-function wrapper: before the model call at sigmas in ``window``, take ``iterations`` gradient steps.
 
     ``previous`` is the wrapper that was on the model before (chained, never overwritten).
     ``losses`` keeps (sigma, loss before the steps, loss in the model call after them) per guided call.
     """
 
-    def __init__(self, recorder: AttentionRecorder, strength: float, iterations: int,
-                 sigma_start: float, sigma_end: float, previous=None):
+    def __init__(self, recorder: AttentionRecorder, strength: float, iterations: int, window: SigmaWindow, previous=None):
         self.recorder = recorder
         self.strength, self.iterations = strength, iterations
-        self.sigma_start, self.sigma_end = sigma_start, sigma_end
+        self.window = window
         self.previous = previous
         self.losses: deque[tuple[float, float, float]] = deque(maxlen=1000)  # the latest guided calls
-        self.copy_saved = False  # set once the UNet turns out to modify saved activations in place
 
     def __deepcopy__(self, memo):
         # ModelPatcher.clone() deep-copies model_options: clones share the wrapper, as they share the program's terms.
@@ -174,7 +158,7 @@ class RegionAnchoring:
             return apply_model(latent, call_args["timestep"], **call_args["c"])
 
         sigma = float(args["timestep"].max())
-        if self.strength == 0 or self.iterations == 0 or not self.sigma_end <= sigma <= self.sigma_start:
+        if self.strength == 0 or self.iterations == 0 or not self.window.active(args["timestep"]):
             return run(args["input"], args)
         program = args["c"].get("transformer_options", {}).get(PROGRAM_KEY)
         model = getattr(apply_model, "__self__", None)  # ComfyUI passes the bound BaseModel.apply_model
@@ -202,23 +186,11 @@ class RegionAnchoring:
         return latent.to(x.dtype), first
 
     def loss_and_gradient(self, run, latent, call_args) -> tuple[float, torch.Tensor | None]:
-        """One forward and backward pass. ComfyUI releases before 2025 add the transformer residuals in
-        place (``x += n``), which autograd rejects; then saved tensors are copied when saved, from then on."""
-        hooks = saved_tensors_hooks(torch.clone, _same) if self.copy_saved else contextlib.nullcontext()
-        try:
-            with hooks, self.recorder.recording() as records:
-                run(latent, call_args)
-                loss = anchoring_loss(records)
-                if not records or not loss.requires_grad:
-                    return float(loss.detach()), None
-                grad, = torch.autograd.grad(loss, latent)
-            return float(loss.detach()), grad
-        except RuntimeError as error:
-            if self.copy_saved or "modified by an inplace operation" not in str(error):
-                raise
-            self.copy_saved = True
-            return self.loss_and_gradient(run, latent, call_args)
-
-
-def _same(tensor):
-    return tensor
+        """One forward and backward pass; no gradient when the call recorded no target rows."""
+        with self.recorder.recording() as records:
+            run(latent, call_args)
+            loss = anchoring_loss(records)
+            if not records or not loss.requires_grad:
+                return float(loss.detach()), None
+            grad, = torch.autograd.grad(loss, latent)
+        return float(loss.detach()), grad

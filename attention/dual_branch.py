@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .self_attention import BranchLayout
+from .self_attention import BranchLayout, StructureLock
 
 # ALE-Edit's self-attention injection fraction per edit type (official code defaults).
 SELF_ATTENTION_SCHEDULES = {"color": 1.0, "object": 0.5, "material": 0.6, "color+object": 0.5, "object+material": 0.5}
@@ -82,12 +82,17 @@ def lock_active(step: int, steps: int, schedule: float) -> bool:
     return (step + 1) / steps < schedule
 
 
-def step_index(sigmas: torch.Tensor, sigma: float) -> int:
-    """The sampling step a model call belongs to: the nearest of ``sigmas[:-1]``."""
-    return int((sigmas[:-1] - sigma).abs().argmin())
+def structure_lock(sigmas: torch.Tensor, schedule: float) -> StructureLock | None:
+    """The lock over a run's ``sigmas`` as a sigma window: from the first step to the last step ALE-Edit locks.
+
+    The locked steps are the first k, so the window ends at the k-th step's sigma; none is locked: no term.
+    """
+    steps = len(sigmas) - 1
+    locked = sum(lock_active(step, steps, schedule) for step in range(steps))
+    return StructureLock(sigma_end=float(sigmas[locked - 1])) if locked else None
 
 
-def branch_layout(slots: list[int], rows: int, lock: bool, device=None) -> BranchLayout:
+def branch_layout(slots: list[int], rows: int, device=None) -> BranchLayout:
     """Batch rows of each target chunk and of its CFG half's source chunk, for one UNet call.
 
     ``slots`` is the condition slot of each chunk in batch order (ComfyUI's ``cond_or_uncond``),
@@ -100,4 +105,4 @@ def branch_layout(slots: list[int], rows: int, lock: bool, device=None) -> Branc
             target += range(position[target_slot] * rows, (position[target_slot] + 1) * rows)
             source += range(position[source_slot] * rows, (position[source_slot] + 1) * rows)
     as_rows = lambda r: torch.tensor(r, dtype=torch.long, device=device)
-    return BranchLayout(target=as_rows(target), source=as_rows(source), lock=lock)
+    return BranchLayout(target=as_rows(target), source=as_rows(source))

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..masking.ops import resize_masks, region_weights
-from .region_attention import in_sigma_window
+from ..masking.ops import region_weights
+from .region_attention import SigmaWindow
 from .self_attention import LAYOUT_KEY
 
 MAX_BOOST = 20.0  # log(20) ~ 3: beyond it the object's tokens take all of the region's attention
@@ -32,22 +32,17 @@ MAX_BINDING = 20.0
 
 
 @dataclass(frozen=True)
-class TokenRebalance:
+class TokenRebalance(SigmaWindow):
     """Cross-attention term: log(boost) on object i's tokens and log(sink_scale) on the sinks inside region i."""
 
     boost: float = 2.0
     sink_scale: float = 1.0
-    sigma_start: float = math.inf
-    sigma_end: float = 0.0
 
     def __post_init__(self):
         if not 1.0 <= self.boost <= MAX_BOOST:
             raise ValueError(f"boost must be in [1, {MAX_BOOST}] (1 = off), got {self.boost}")
         if not MIN_SINK_SCALE <= self.sink_scale <= 1.0:
             raise ValueError(f"sink_scale must be in [{MIN_SINK_SCALE}, 1] (1 = off), got {self.sink_scale}")
-
-    def active(self, sigmas) -> bool:
-        return in_sigma_window(sigmas, self.sigma_start, self.sigma_end)
 
     def bias(self, masks: torch.Tensor, cross, dtype) -> torch.Tensor:
         """``[HW, K]`` for RGB-CAM's key layout: the base window, then (strict) object i's own window i."""
@@ -93,7 +88,7 @@ def biased_rows(extra_options: dict, batch: int, device) -> tuple[torch.Tensor, 
 
 
 @dataclass(frozen=True)
-class RegionBinding:
+class RegionBinding(SigmaWindow):
     """Self-attention term: queries in region i lose ``strength`` logits on the other objects' keys.
 
     ``surroundings`` does the same on background keys for queries in any object's region.
@@ -102,8 +97,6 @@ class RegionBinding:
 
     strength: float = 2.0
     surroundings: float = 0.0
-    sigma_start: float = math.inf
-    sigma_end: float = 0.0
 
     def __post_init__(self):
         for name in ("strength", "surroundings"):
@@ -112,27 +105,26 @@ class RegionBinding:
                 raise ValueError(f"{name} must be in [0, {MAX_BINDING}] (0 = off), got {value}")
 
     def columns(self, q, extra_options, height, width, program):
-        if not in_sigma_window(extra_options.get("sigmas"), self.sigma_start, self.sigma_end) or program.cross is None:
+        if not self.active(extra_options.get("sigmas")) or program.cross is None:
             return None
         rows, images = biased_rows(extra_options, q.shape[0], q.device)
         if rows.numel() == 0:
             return None
-        q_cols, k_cols = program._cached(("binding", self, height, width, q.device, q.dtype),
-                                         lambda: self.region_columns(program.cross.masks, program.cross.count, height, width, q.device, q.dtype))
+        q_cols, k_cols = program.cached(("binding", self, height, width, q.device, q.dtype),
+                                        lambda: self.region_columns(program.layer_masks(height, width, q.device), q.dtype))
         images = images % q_cols.shape[0]  # one mask set for every image, or one per image
         q_rows = q_cols.new_zeros(q.shape[0], *q_cols.shape[1:])
         k_rows = k_cols.new_zeros(q.shape[0], *k_cols.shape[1:])
         q_rows[rows], k_rows[rows] = q_cols[images], k_cols[images]
         return q_rows, k_rows
 
-    def region_columns(self, masks, count, height, width, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def region_columns(self, masks: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(one-hot query columns [I, 1, HW, c], scaled key columns [I, 1, HW, c]), c = N (+1 with surroundings).
 
-        ``masks`` [I*N, H, W]: one set of N object masks per image (I = 1: one set for the batch).
+        ``masks`` [I, N, h, w]: the layer's binary object masks, one set per image (I = 1: one set for the batch).
         """
-        masks = resize_masks(masks.to(device=device, dtype=torch.float32), height, width)
         q_sets, k_sets = [], []
-        for image in masks.view(-1, count, height, width):
+        for image in masks:
             objects = region_weights(image)[:, 1:]  # [HW, N]: sole membership (overlaps belong to no object)
             q_cols = [objects]
             k_cols = [-self.strength * (objects.sum(dim=1, keepdim=True) - objects)]  # column i: the other objects

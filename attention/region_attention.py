@@ -22,7 +22,7 @@ from typing import Callable, Protocol
 import torch
 import torch.nn.functional as F
 
-from ..masking.ops import region_weights, resize_masks, layer_grid
+from ..masking.ops import region_weights, resize_masks
 from .ore import OreEmbeddings
 
 PROGRAM_KEY = "leakfree_edit"
@@ -32,12 +32,21 @@ ROWS_KEY = "leakfree_edit_rows"  # per-block hand-over from the attn2_patch to t
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, dict], torch.Tensor]
 
 
-def in_sigma_window(sigmas: torch.Tensor | None, sigma_start: float, sigma_end: float) -> bool:
-    """True while sigma_end <= sigma <= sigma_start: every term's start/end schedule (no sigmas: always)."""
-    if sigmas is None:
-        return True
-    sigma = float(sigmas.max())
-    return sigma_end <= sigma <= sigma_start
+@dataclass(frozen=True, kw_only=True)
+class SigmaWindow:
+    """Every program term's schedule: active while sigma_end <= sigma <= sigma_start (a call without sigmas: always)."""
+
+    sigma_start: float = math.inf
+    sigma_end: float = 0.0
+
+    def active(self, sigmas: torch.Tensor | None) -> bool:
+        return sigmas is None or self.sigma_end <= float(sigmas.max()) <= self.sigma_start
+
+
+def layer_size(extra_options: dict) -> tuple[int, int]:
+    """The (h, w) of the layer an attention call belongs to: ComfyUI's ``activations_shape`` of its transformer."""
+    shape = extra_options["activations_shape"]
+    return int(shape[-2]), int(shape[-1])
 
 
 class CrossAttentionBias(Protocol):
@@ -55,15 +64,15 @@ class CrossAttentionBias(Protocol):
 class CrossAttentionObserver(Protocol):
     """A program term shown every RGB-CAM call (e.g. to record object attention maps).
 
-    Gets the per-head query [R, heads, HW, d], keys [R, heads, K, d] and the bias
-    [1, 1, HW, K] of the call, the layer size and ``extra_options``; returns nothing.
+    Gets the per-head query [R, heads, HW, d], keys [R, heads, K, d] and bias [I, 1, HW, K]
+    of the call, the layer's binary object masks [I, N, h, w] and ``extra_options``; returns nothing.
     """
 
-    def observe(self, query, keys, bias, height: int, width: int, extra_options: dict) -> None: ...
+    def observe(self, query, keys, bias, masks: torch.Tensor, extra_options: dict) -> None: ...
 
 
 @dataclass(frozen=True)
-class CrossAttentionRegions:
+class CrossAttentionRegions(SigmaWindow):
     """The RGB-CAM term: ORE values, token spans and object masks.
 
     ``strict=False`` (ALE): keys from the plain target base prompt, one attention
@@ -78,8 +87,6 @@ class CrossAttentionRegions:
     spans: tuple[tuple[int, int], ...]
     masks: torch.Tensor  # [I*N, H, W] in [0, 1], any resolution: one set of N for all images, or one per image
     strict: bool = False
-    sigma_start: float = math.inf  # active while sigma_end <= sigma <= sigma_start
-    sigma_end: float = 0.0
 
     @property
     def tokens(self) -> int:
@@ -88,9 +95,6 @@ class CrossAttentionRegions:
     @property
     def count(self) -> int:
         return len(self.spans)
-
-    def active(self, sigmas: torch.Tensor | None) -> bool:
-        return in_sigma_window(sigmas, self.sigma_start, self.sigma_end)
 
 
 @dataclass
@@ -102,6 +106,7 @@ class RegionAttentionProgram:
     cross_biases: tuple = ()  # CrossAttentionBias terms, added to RGB-CAM's token bias
     cross_observers: tuple = ()  # CrossAttentionObserver terms, shown each RGB-CAM call's inputs
     self_biases: tuple = ()  # SelfAttentionBias terms (see self_attention.py)
+    structure_lock: object = None  # the dual branch's StructureLock term (see self_attention.py), for one run
     cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __deepcopy__(self, memo):
@@ -120,10 +125,19 @@ class RegionAttentionProgram:
     def with_cross_observer(self, term) -> "RegionAttentionProgram":
         return replace(self, cross_observers=self.cross_observers + (term,), cache={})
 
-    def _cached(self, key, build):
+    def with_structure_lock(self, term) -> "RegionAttentionProgram":
+        return replace(self, structure_lock=term, cache={})
+
+    def cached(self, key, build):
+        """``build()``, computed once per ``key`` for this program (grids, masks and columns per layer size)."""
         if key not in self.cache:
             self.cache[key] = build()
         return self.cache[key]
+
+    def layer_masks(self, height: int, width: int, device) -> torch.Tensor:
+        """The object masks at one layer's grid, binary ``[I, N, h, w]`` (I mask sets), resized once per size."""
+        build = lambda: resize_masks(self.cross.masks.to(device=device, dtype=torch.float32), height, width).view(-1, self.cross.count, height, width)
+        return self.cached(("masks", height, width, device), build)
 
     def text_tokens(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(keys [T, C], extra value tokens [(N+1)T, C], extra key tokens [NT, C] or None) on device."""
@@ -136,7 +150,7 @@ class RegionAttentionProgram:
             move = lambda t: None if t is None else t.to(device=device, dtype=dtype)
             return move(e.keys), move(values), move(keys)
 
-        return self._cached(("tokens", device, dtype), build)
+        return self.cached(("tokens", device, dtype), build)
 
     def grid(self, height: int, width: int, device, dtype, sigmas=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(additive bias [I, 1, HW, K], term of each pixel [I, HW]: 0 background, i+1 object i) for one layer size, built once.
@@ -146,18 +160,18 @@ class RegionAttentionProgram:
         The ``cross_biases`` terms active at ``sigmas`` are added; each set of active terms is built once.
         """
 
-        def build():
-            masks = resize_masks(self.cross.masks.to(device=device, dtype=torch.float32), height, width)
-            images = masks.view(-1, self.cross.count, height, width)  # one mask set per image of the batch
-            bias = torch.cat([region_bias(m, self.cross.spans, self.cross.tokens, self.cross.strict, dtype) for m in images])
-            return images, bias, torch.stack([region_weights(m).argmax(dim=1) for m in images])
+        images = self.layer_masks(height, width, device)  # one mask set per image of the batch
 
-        images, bias, term = self._cached(("grid", height, width, device, dtype), build)
+        def build():
+            bias = torch.cat([region_bias(m, self.cross.spans, self.cross.tokens, self.cross.strict, dtype) for m in images])
+            return bias, torch.stack([region_weights(m).argmax(dim=1) for m in images])
+
+        bias, term = self.cached(("grid", height, width, device, dtype), build)
         active = tuple(i for i, term in enumerate(self.cross_biases) if term.active(sigmas))
         if active:
             extra = lambda m: sum(self.cross_biases[i].bias(m, self.cross, dtype) for i in active)
             terms = lambda: bias + torch.stack([extra(m) for m in images]).unsqueeze(1)
-            bias = self._cached(("biased grid", height, width, device, dtype, active), terms)
+            bias = self.cached(("biased grid", height, width, device, dtype, active), terms)
         return bias, term
 
 
@@ -273,7 +287,7 @@ def rgb_cam(q, k, v, context_tokens: int, heads: int, program: RegionAttentionPr
     rows, pixels, inner = q.shape
     dim = inner // heads
     tokens, terms = cross.tokens, cross.count + 1
-    height, width = layer_size(extra_options, pixels)
+    height, width = layer_size(extra_options)
     bias, term = program.grid(height, width, q.device, q.dtype, extra_options.get("sigmas"))
     if term.shape[0] not in (1, rows):
         raise ValueError(f"Region-Guided Cross-Attention: masks for {term.shape[0]} images but {rows} target rows in the batch; "
@@ -282,7 +296,7 @@ def rgb_cam(q, k, v, context_tokens: int, heads: int, program: RegionAttentionPr
     query = split(q)
     keys = split(torch.cat([k[:, :tokens], k[:, context_tokens:]], dim=1) if cross.strict else k[:, :tokens])
     for observer in program.cross_observers:
-        observer.observe(query, keys, bias, height, width, extra_options)
+        observer.observe(query, keys, bias, program.layer_masks(height, width, q.device), extra_options)
     if cross.strict:
         out = F.scaled_dot_product_attention(query, keys, split(v[:, context_tokens:]), attn_mask=bias)
     else:
@@ -292,12 +306,3 @@ def rgb_cam(q, k, v, context_tokens: int, heads: int, program: RegionAttentionPr
         pick = term.view(-1, 1, pixels, 1, 1).expand(rows, heads, pixels, 1, dim)
         out = out.view(rows, heads, pixels, terms, dim).gather(3, pick).squeeze(3)
     return out.transpose(1, 2).reshape(rows, pixels, inner)
-
-
-def layer_size(extra_options: dict, pixels: int) -> tuple[int, int]:
-    """The exact (h, w) of the current layer: ``activations_shape`` where ComfyUI gives it, else derived."""
-    shape = extra_options.get("activations_shape")
-    if shape is not None and shape[-2] * shape[-1] == pixels:
-        return int(shape[-2]), int(shape[-1])
-    original = extra_options["original_shape"]
-    return layer_grid((int(original[-2]), int(original[-1])), pixels)

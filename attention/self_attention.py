@@ -2,10 +2,11 @@
 
 Two kinds of change reach self-attention:
 
-- the dual branch's structure lock (ALE-Edit, after InfEdit/MasaCtrl): while it is
-  on, each target row attends with its source row's queries and keys and keeps its
-  own values. The guider knows the batch layout, so it hands a :class:`BranchLayout`
-  to every UNet call under ``LAYOUT_KEY`` in ``transformer_options``;
+- the dual branch's structure lock (ALE-Edit, after InfEdit/MasaCtrl), the program's
+  :class:`StructureLock` term: while it is on, each target row attends with its source
+  row's queries and keys and keeps its own values. The guider knows the batch layout,
+  so it hands a :class:`BranchLayout` to every UNet call under ``LAYOUT_KEY`` in
+  ``transformer_options``;
 - region biases (BindEdit-style binding): program terms implementing
   :class:`SelfAttentionBias`, each an additive logit bias of low rank expressed as
   extra query/key columns, so SDPA stays one fused call and no HW x HW tensor exists.
@@ -20,7 +21,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from .region_attention import PROGRAM_KEY, layer_size
+from .region_attention import PROGRAM_KEY, SigmaWindow, layer_size
 
 LAYOUT_KEY = "leakfree_edit_layout"
 
@@ -29,12 +30,16 @@ LAYOUT_KEY = "leakfree_edit_layout"
 class BranchLayout:
     """Which batch rows of one UNet call are target rows and which source row each one copies.
 
-    ``target[i]`` takes its queries and keys from ``source[i]`` when ``lock`` is on.
+    ``target[i]`` takes its queries and keys from ``source[i]`` while the structure lock is on.
     """
 
     target: torch.Tensor  # long [R]
     source: torch.Tensor  # long [R]
-    lock: bool
+
+
+@dataclass(frozen=True)
+class StructureLock(SigmaWindow):
+    """Self-attention term: the target rows of the branch layout use their source rows' Q and K in its sigma window."""
 
 
 class SelfAttentionBias(Protocol):
@@ -49,7 +54,7 @@ class SelfAttentionBias(Protocol):
 
 def lock_queries_and_keys(q: torch.Tensor, k: torch.Tensor, layout: BranchLayout | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Target rows take the source rows' Q and K (values stay their own)."""
-    if layout is None or not layout.lock or layout.target.numel() == 0:
+    if layout is None or layout.target.numel() == 0:
         return q, k
     q, k = q.clone(), k.clone()
     q[layout.target] = q[layout.source]
@@ -82,10 +87,12 @@ class RegionSelfAttention:
 
     def __call__(self, q, k, v, extra_options):
         program = extra_options.get(PROGRAM_KEY)
-        q, k = lock_queries_and_keys(q, k, extra_options.get(LAYOUT_KEY))
+        lock = program.structure_lock if program is not None else None
+        if lock is not None and lock.active(extra_options.get("sigmas")):
+            q, k = lock_queries_and_keys(q, k, extra_options.get(LAYOUT_KEY))
         biases = []
         if program is not None and program.self_biases:
-            height, width = layer_size(extra_options, q.shape[1])
+            height, width = layer_size(extra_options)
             biases = [c for term in program.self_biases if (c := term.columns(q, extra_options, height, width, program)) is not None]
         heads = extra_options["n_heads"]
         if not biases:

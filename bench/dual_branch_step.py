@@ -58,11 +58,11 @@ def measure(variant: str) -> dict:
     import torch
     import comfy.samplers
     import random_models
-    from leakfree_edit.nodes.dual_branch import DualBranchEditGuider
+    from leakfree_edit.nodes.dual_branch import DualBranchGuider
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
 
     clip, model = random_models.clip("sd15"), random_models.unet("sd15", "full")
-    target, source, _ = ObjectRestrictedEncode().encode(clip, EDITS, "object")
+    target, source, _ = ObjectRestrictedEncode.execute(clip, EDITS, "object")
     cond, pooled = clip.encode_from_tokens(clip.tokenize(""), return_pooled=True)
     negative = [[cond, {"pooled_output": pooled}]]
     latent = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -72,7 +72,7 @@ def measure(variant: str) -> dict:
         guider.set_cfg(2.0)
     else:
         schedule = "color" if variant == "dual_locked" else "custom"
-        guider, = DualBranchEditGuider().build(model, source, target, negative, {"samples": latent}, 1.0, 2.0, schedule, 0.0)
+        guider, = DualBranchGuider.execute(model, source, target, negative, {"samples": latent}, 1.0, 2.0, schedule, 0.0)
         if variant == "dual_locked":
             guider.schedule = 2.0  # keep the lock on in both steps, so the warm second step is a locked one
 

@@ -45,24 +45,24 @@ def sd15_steps(size: int, rounds: int, anchoring: bool) -> dict:
     import torch
     import comfy.sample
     import random_models
-    from leakfree_edit.nodes.anchoring import RegionAnchoringNode
+    from leakfree_edit.nodes.anchoring import RegionAnchoring
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
     from leakfree_edit.nodes.rebalance import SourceDominanceRebalance
     from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
 
     side = size // 8
     clip, base = random_models.clip("sd15"), random_models.unet("sd15", "full")
-    target, _, _ = ObjectRestrictedEncode().encode(clip, EDITS, "object")
+    target, _, _ = ObjectRestrictedEncode.execute(clip, EDITS, "object")
     negative = [[clip.encode_from_tokens(clip.tokenize(""), return_pooled=False), {}]]
     latent = torch.randn(1, 4, side, side, generator=torch.Generator().manual_seed(0))
-    rgb_cam, = RegionGuidedCrossAttention().patch(base, target, two_masks(size))
+    rgb_cam, = RegionGuidedCrossAttention.execute(base, target, two_masks(size))
     variants = {
         "rgb-cam": rgb_cam,
-        "rgb-cam + rebalance": SourceDominanceRebalance().patch(rgb_cam, boost=2.0, sink_scale=0.5, binding=0.0)[0],
-        "rgb-cam + rebalance + binding": SourceDominanceRebalance().patch(rgb_cam, boost=2.0, sink_scale=0.5, binding=2.0, surroundings=1.0)[0],
+        "rgb-cam + rebalance": SourceDominanceRebalance.execute(rgb_cam, boost=2.0, sink_scale=0.5, binding=0.0)[0],
+        "rgb-cam + rebalance + binding": SourceDominanceRebalance.execute(rgb_cam, boost=2.0, sink_scale=0.5, binding=2.0, surroundings=1.0)[0],
     }
     if anchoring:
-        variants["rgb-cam + anchoring (1 iteration)"] = RegionAnchoringNode().patch(rgb_cam, strength=0.05, steps_fraction=1.0, iterations=1)[0]
+        variants["rgb-cam + anchoring (1 iteration)"] = RegionAnchoring.execute(rgb_cam, strength=0.05, steps_fraction=1.0, iterations=1)[0]
 
     def step_seconds(model) -> float:
         noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
@@ -85,16 +85,16 @@ def sd15_anchored_memory(size: int) -> dict:
     import torch
     import comfy.sample
     import random_models
-    from leakfree_edit.nodes.anchoring import RegionAnchoringNode
+    from leakfree_edit.nodes.anchoring import RegionAnchoring
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
     from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
 
     clip, base = random_models.clip("sd15"), random_models.unet("sd15", "full")
-    target, _, _ = ObjectRestrictedEncode().encode(clip, EDITS, "object")
+    target, _, _ = ObjectRestrictedEncode.execute(clip, EDITS, "object")
     negative = [[clip.encode_from_tokens(clip.tokenize(""), return_pooled=False), {}]]
     latent = torch.zeros(1, 4, size // 8, size // 8)
-    rgb_cam, = RegionGuidedCrossAttention().patch(base, target, two_masks(size))
-    anchored, = RegionAnchoringNode().patch(rgb_cam, strength=0.05, steps_fraction=1.0, iterations=1)
+    rgb_cam, = RegionGuidedCrossAttention.execute(base, target, two_masks(size))
+    anchored, = RegionAnchoring.execute(rgb_cam, strength=0.05, steps_fraction=1.0, iterations=1)
     peaks = {}
     for name, model in (("rgb-cam", rgb_cam), ("anchored", anchored)):
         with torch.no_grad():
@@ -148,11 +148,11 @@ def sdxl_unet(size: int, binding: bool = True) -> dict:
     from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
 
     clip, base = random_models.clip("sdxl"), random_models.unet("sdxl", "full")
-    target, _, _ = ObjectRestrictedEncode().encode(clip, EDITS, "object")
+    target, _, _ = ObjectRestrictedEncode.execute(clip, EDITS, "object")
     negative = [[clip.encode_from_tokens(clip.tokenize(""), return_pooled=False), {"pooled_output": target[0][1]["pooled_output"] * 0}]]
-    model, = RegionGuidedCrossAttention().patch(base, target, two_masks(size))
+    model, = RegionGuidedCrossAttention.execute(base, target, two_masks(size))
     if binding:
-        model, = SourceDominanceRebalance().patch(model, binding=2.0, surroundings=1.0)
+        model, = SourceDominanceRebalance.execute(model, binding=2.0, surroundings=1.0)
     latent = torch.zeros(1, 4, size // 8, size // 8)
     started = time.perf_counter()
     with torch.no_grad():

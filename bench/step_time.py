@@ -47,12 +47,12 @@ def main(argv=None) -> int:
         masks[i, :, i * third : (i + 1) * third] = 1
 
     variants = {}
-    plain_target, _, _ = ObjectRestrictedEncode().encode(clip, "\n".join(EDITS), "object")
+    plain_target, _, _ = ObjectRestrictedEncode.execute(clip, "\n".join(EDITS), "object")
     variants["plain"] = (base, plain_target, None)
     for n in (1, 2, 3):
-        target, _, _ = ObjectRestrictedEncode().encode(clip, "\n".join(EDITS[:n]), "object")
-        model, = RegionGuidedCrossAttention().patch(base, target, masks[:n])
-        blended, model = LatentBackgroundBlend().blend({"samples": latent}, masks[:n], model)
+        target, _, _ = ObjectRestrictedEncode.execute(clip, "\n".join(EDITS[:n]), "object")
+        model, = RegionGuidedCrossAttention.execute(base, target, masks[:n])
+        blended, model = LatentBackgroundBlend.execute({"samples": latent}, masks[:n], model)
         variants[f"N={n}"] = (model, target, blended["noise_mask"])
 
     def step_seconds(model, positive, noise_mask) -> float:

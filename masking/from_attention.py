@@ -19,7 +19,7 @@ Neither paper publishes this exact procedure; the form chosen here:
 5. Optional dilation grows each region into unclaimed pixels only; pixels two regions grow into stay
    background, so the masks stay disjoint.
 
-Pure torch; the attention function to fall back to is passed in.
+Pure torch; the capture run that feeds :class:`AttentionCapture` is in integration/capture.py.
 """
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..attention.region_attention import layer_size
 from .ops import dilate
 
 
@@ -42,13 +41,15 @@ def downsampled_grids(latent_hw: tuple[int, int], factors=(2, 4)) -> set[tuple[i
     return grids
 
 
-def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
-    batch, tokens, inner = t.shape
-    return t.view(batch, tokens, heads, inner // heads).transpose(1, 2)
+def object_maps(query: torch.Tensor, keys: torch.Tensor, spans) -> torch.Tensor:
+    """a_i(p) ``[R, N, HW]``: the attention each pixel gives object i's tokens, sum over its span of the token
+    softmax (per head, over the given keys), averaged over heads. ``query`` [R, heads, HW, d], ``keys`` [R, heads, T, d]."""
+    probs = (query @ keys.transpose(-1, -2) * query.shape[-1] ** -0.5).softmax(dim=-1).mean(dim=1)  # [R, HW, T]
+    return torch.stack([probs[..., start:end].sum(dim=-1) for start, end in spans], dim=1)
 
 
 class AttentionCapture:
-    """What the capture run records: object cross-attention maps and self-attention q/k per chosen layer."""
+    """What the capture run records at the chosen levels: object cross-attention maps and self-attention q/k."""
 
     def __init__(self, spans, factors=(2, 4)):
         self.spans = tuple(spans)
@@ -56,43 +57,17 @@ class AttentionCapture:
         self.cross: list[tuple[int, int, torch.Tensor]] = []  # (h, w, a [N, HW])
         self.self: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []  # (h, w, q, k [R, heads, HW, d])
 
-    def layer(self, q, extra_options) -> tuple[int, int] | None:
-        """The layer's (h, w) when it is one of the recorded levels, else None."""
-        height, width = layer_size(extra_options, q.shape[1])
-        latent = extra_options["original_shape"]
-        return (height, width) if (height, width) in downsampled_grids((int(latent[-2]), int(latent[-1])), self.factors) else None
+    def recorded(self, height: int, width: int, latent_hw: tuple[int, int]) -> bool:
+        return (height, width) in downsampled_grids(latent_hw, self.factors)
 
-    def record_cross(self, q, k, extra_options) -> None:
-        grid = self.layer(q, extra_options)
-        if grid is None:
-            return
-        heads = extra_options["n_heads"]
-        query, key = split_heads(q, heads), split_heads(k, heads)
-        probs = (query @ key.transpose(-1, -2) * query.shape[-1] ** -0.5).softmax(dim=-1).mean(dim=(0, 1))  # [HW, T]
-        maps = torch.stack([probs[:, start:end].sum(dim=1) for start, end in self.spans])
-        self.cross.append((*grid, maps.float()))
+    def record_cross(self, query, keys, height: int, width: int, latent_hw: tuple[int, int]) -> None:
+        """Per-head ``query`` [R, heads, HW, d] and ``keys`` [R, heads, T, d] of one cross-attention call."""
+        if self.recorded(height, width, latent_hw):
+            self.cross.append((height, width, object_maps(query, keys, self.spans).mean(dim=0).float()))
 
-    def record_self(self, q, k, extra_options) -> None:
-        grid = self.layer(q, extra_options)
-        if grid is not None:
-            heads = extra_options["n_heads"]
-            self.self.append((*grid, split_heads(q, heads).detach(), split_heads(k, heads).detach()))
-
-
-class CaptureAttention:
-    """``attn1``/``attn2`` replace for the capture run: record, then attend as before (or as ``previous`` did)."""
-
-    def __init__(self, capture: AttentionCapture, cross: bool, attention, previous=None):
-        self.capture, self.cross, self.attention, self.previous = capture, cross, attention, previous
-
-    def __call__(self, q, k, v, extra_options):
-        if self.cross:
-            self.capture.record_cross(q, k, extra_options)
-        else:
-            self.capture.record_self(q, k, extra_options)
-        if self.previous is not None:
-            return self.previous(q, k, v, extra_options)
-        return self.attention(q, k, v, extra_options["n_heads"], extra_options)
+    def record_self(self, query, keys, height: int, width: int, latent_hw: tuple[int, int]) -> None:
+        if self.recorded(height, width, latent_hw):
+            self.self.append((height, width, query.detach(), keys.detach()))
 
 
 def object_scores(capture: AttentionCapture, refine: float) -> torch.Tensor:

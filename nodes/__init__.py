@@ -1,11 +1,17 @@
-"""Thin ComfyUI node classes; each module registers its own nodes."""
-from importlib import import_module
+"""The pack's nodes (ComfyUI's V3 schema), one feature per module."""
+from .anchoring import RegionAnchoring
+from .attention_masks import MasksFromAttention
+from .background_blend import LatentBackgroundBlend, LatentBackgroundPaste
+from .dual_branch import DualBranchGuider
+from .encode import ObjectRestrictedEncode
+from .grounded_sam import ObjectMasksGroundedSAM
+from .loaders import GroundingDinoLoader, SAMLoader
+from .painted_masks import ObjectMasksPainted
+from .rebalance import SourceDominanceRebalance
+from .region_attention import RegionGuidedCrossAttention
 
-NODE_MODULES = ("encode", "painted_masks", "loaders", "grounded_sam", "region_attention", "background_blend", "rebalance", "anchoring", "attention_masks", "dual_branch")
-
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
-for _name in NODE_MODULES:
-    _module = import_module(f".{_name}", __name__)
-    NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
-    NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
+NODES = [
+    ObjectRestrictedEncode, ObjectMasksPainted, GroundingDinoLoader, SAMLoader, ObjectMasksGroundedSAM, MasksFromAttention,
+    RegionGuidedCrossAttention, SourceDominanceRebalance, RegionAnchoring, LatentBackgroundBlend, LatentBackgroundPaste,
+    DualBranchGuider,
+]

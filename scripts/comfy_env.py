@@ -115,8 +115,9 @@ def load_nodes(pack_path: Path | None = ROOT) -> dict:
     if len(nodes.NODE_CLASS_MAPPINGS) < 100 or "SamplerCustomAdvanced" not in nodes.NODE_CLASS_MAPPINGS:
         asyncio.run(nodes.init_extra_nodes(init_custom_nodes=pack_path is None, init_api_nodes=False))
     if pack_path is not None and not any(k.startswith("LeakFree") for k in nodes.NODE_CLASS_MAPPINGS):
-        if not asyncio.run(nodes.load_custom_node(str(pack_path))):
-            raise RuntimeError(f"ComfyUI could not load the pack from {pack_path}: see the log above.")
+        asyncio.run(nodes.load_custom_node(str(pack_path)))
+    if not any(k.startswith("LeakFree") for k in nodes.NODE_CLASS_MAPPINGS):
+        raise RuntimeError(f"ComfyUI could not load the pack from {pack_path or 'its custom_nodes folders'}: see its log.")
     return nodes.NODE_CLASS_MAPPINGS
 
 

@@ -14,6 +14,7 @@ noise, but every loader and node runs for real). Input files are looked up in --
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -53,13 +54,34 @@ class HeadlessServer:
         pass
 
 
+@contextlib.contextmanager
+def quiet_logs():
+    """Hold back ComfyUI's log records (yields them) while the block runs."""
+    held: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = held.append
+    root, level = logging.getLogger(), logging.getLogger().level
+    saved, root.handlers = root.handlers, [handler]
+    root.setLevel(logging.INFO)
+    try:
+        yield held
+    finally:
+        root.handlers = saved
+        root.setLevel(level)
+
+
 class Runner:
     """One ComfyUI executor for many graphs: models stay loaded and unchanged nodes stay cached between runs."""
 
     def __init__(self):
         import execution
 
-        comfy_env.load_nodes(None if comfy_env.installed_in_comfyui() else comfy_env.ROOT)
+        with quiet_logs() as held:  # ComfyUI's own notes while loading (e.g. its audio nodes without torchaudio)
+            try:
+                comfy_env.load_nodes(None if comfy_env.installed_in_comfyui() else comfy_env.ROOT)
+            except RuntimeError:
+                print("\n".join(record.getMessage() for record in held), file=sys.stderr)
+                raise
         self._execution = execution
         self._executor = execution.PromptExecutor(HeadlessServer(), cache_type=execution.CacheType.CLASSIC)
 

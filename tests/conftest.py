@@ -53,10 +53,10 @@ def comfyui() -> Path:
 
 @pytest.fixture(scope="session")
 def pack_nodes() -> dict:
-    """The pack's node classes by key, as its ``__init__`` registers them."""
-    import importlib
+    """The pack's node classes by key, as ComfyUI registers them from its ``comfy_entrypoint``."""
+    from leakfree_edit.tests._editing import pack_node_classes
 
-    return dict(importlib.import_module("leakfree_edit.nodes").NODE_CLASS_MAPPINGS)
+    return pack_node_classes()
 
 
 @pytest.fixture(scope="session")

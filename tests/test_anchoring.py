@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from leakfree_edit.attention.anchoring import anchoring_loss
-from leakfree_edit.nodes.anchoring import RegionAnchoringNode
-from leakfree_edit.nodes.comfy_compat import NodeInputError
+from leakfree_edit.nodes.anchoring import RegionAnchoring
+from leakfree_edit.integration.errors import NodeInputError
 from leakfree_edit.nodes.encode import ObjectRestrictedEncode
 from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
 from leakfree_edit.tests._editing import EDITS, encode, object_masks
@@ -28,13 +28,13 @@ def sample(model, positive, negative, steps=4, cfg=3.0):
 @pytest.fixture(scope="module")
 def edit(models):
     clip = models.clip()
-    target, _, _ = ObjectRestrictedEncode().encode(clip, EDITS, "object")
+    target, _, _ = ObjectRestrictedEncode.execute(clip, EDITS, "object")
     return target, encode(clip, "")
 
 
 def anchored(models, edit, **settings):
-    model, = RegionGuidedCrossAttention().patch(models.unet(), edit[0], object_masks())
-    model, = RegionAnchoringNode().patch(model, **settings)
+    model, = RegionGuidedCrossAttention.execute(models.unet(), edit[0], object_masks())
+    model, = RegionAnchoring.execute(model, **settings)
     return model, model.model_options["model_function_wrapper"]
 
 
@@ -63,8 +63,8 @@ def test_anchoring_works_under_comfyuis_inference_mode(models, edit):
     with torch.inference_mode():
         unet = random_models.unet("sd15")
         assert next(unet.model.parameters()).is_inference()
-        model, = RegionGuidedCrossAttention().patch(unet, edit[0], object_masks())
-        model, = RegionAnchoringNode().patch(model, strength=0.2, steps_fraction=0.6)
+        model, = RegionGuidedCrossAttention.execute(unet, edit[0], object_masks())
+        model, = RegionAnchoring.execute(model, strength=0.2, steps_fraction=0.6)
         sample(model, *edit, steps=2)
     anchoring = model.model_options["model_function_wrapper"]
     assert anchoring.losses and all(after < before for _, before, after in anchoring.losses)
@@ -73,12 +73,11 @@ def test_anchoring_works_under_comfyuis_inference_mode(models, edit):
 
 def test_an_existing_model_wrapper_keeps_running(models, edit):
     calls = []
-    model, = RegionGuidedCrossAttention().patch(models.unet(), edit[0], object_masks())
+    model, = RegionGuidedCrossAttention.execute(models.unet(), edit[0], object_masks())
     model.set_model_unet_function_wrapper(lambda apply, args: calls.append(1) or apply(args["input"], args["timestep"], **args["c"]))
-    model, = RegionAnchoringNode().patch(model, strength=0.1, steps_fraction=1.0, iterations=1)
+    model, = RegionAnchoring.execute(model, strength=0.1, steps_fraction=1.0, iterations=1)
     sample(model, *edit, steps=1)
-    anchoring = model.model_options["model_function_wrapper"]
-    assert len(calls) == 2 + anchoring.copy_saved  # the guided forward (retried once on the 2024 fork) and the model call
+    assert len(calls) == 2  # the guided forward and the model call
 
 
 def test_loss_is_zero_for_attention_spread_evenly_inside_the_region():
@@ -88,11 +87,11 @@ def test_loss_is_zero_for_attention_spread_evenly_inside_the_region():
 
 
 def test_bad_input_gives_clear_errors(models, edit):
-    with pytest.raises(NodeInputError, match="Region Anchoring: .*Connect Region-Guided Cross-Attention first"):
-        RegionAnchoringNode().patch(models.unet())
-    model, = RegionGuidedCrossAttention().patch(models.unet(), edit[0], object_masks())
+    with pytest.raises(NodeInputError, match=r"Region Anchoring \(LeakFree\): .*Connect Region-Guided Cross-Attention first"):
+        RegionAnchoring.execute(models.unet())
+    model, = RegionGuidedCrossAttention.execute(models.unet(), edit[0], object_masks())
     with pytest.raises(NodeInputError, match="strength is 2"):
-        RegionAnchoringNode().patch(model, strength=2.0)
+        RegionAnchoring.execute(model, strength=2.0)
     with pytest.raises(NodeInputError, match="iterations is 0"):
-        RegionAnchoringNode().patch(model, iterations=0)
+        RegionAnchoring.execute(model, iterations=0)
 

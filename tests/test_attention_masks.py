@@ -7,7 +7,7 @@ import torch
 from leakfree_edit.attention.plan import EditPlan, ObjectEdit
 from leakfree_edit.masking.from_attention import dilate_disjoint, disjoint_regions, downsampled_grids, otsu_threshold
 from leakfree_edit.nodes.attention_masks import MasksFromAttention
-from leakfree_edit.nodes.comfy_compat import NodeInputError
+from leakfree_edit.integration.errors import NodeInputError
 
 LATENT_HW = (16, 24)
 PLAN = EditPlan((ObjectEdit("wolf", "brown-colored goat"), ObjectEdit("moon", "moon made of gold")))
@@ -82,7 +82,7 @@ def latent():
 
 
 def test_planted_regions_are_recovered_and_disjoint(models, forced):
-    masks, background, preview = MasksFromAttention().make_masks(forced, models.clip(), PLAN, latent(), timesteps=2, dilation_percent=0.0)
+    masks, background, preview = MasksFromAttention.execute(forced, models.clip(), PLAN, latent(), timesteps=2, dilation_percent=0.0)
     height, width = 8 * LATENT_HW[0], 8 * LATENT_HW[1]
     assert masks.shape == (2, height, width) and background.shape == (1, height, width) and preview.shape == (1, height, width, 3)
     assert masks.sum(dim=0).max() <= 1  # never overlapping
@@ -96,15 +96,15 @@ def test_planted_regions_are_recovered_and_disjoint(models, forced):
 
 
 def test_dilation_keeps_the_masks_disjoint(models, forced):
-    masks, _, _ = MasksFromAttention().make_masks(forced, models.clip(), PLAN, latent(), timesteps=1, dilation_percent=20.0)
+    masks, _, _ = MasksFromAttention.execute(forced, models.clip(), PLAN, latent(), timesteps=1, dilation_percent=20.0)
     assert masks.sum(dim=0).max() <= 1
-    undilated, _, _ = MasksFromAttention().make_masks(forced, models.clip(), PLAN, latent(), timesteps=1, dilation_percent=0.0)
+    undilated, _, _ = MasksFromAttention.execute(forced, models.clip(), PLAN, latent(), timesteps=1, dilation_percent=0.0)
     assert (masks >= undilated).all() and masks.sum() > undilated.sum()
 
 
 def test_the_input_model_is_left_unpatched(models, forced):
     before = dict(forced.model_options.get("transformer_options", {}).get("patches_replace", {}))
-    MasksFromAttention().make_masks(forced, models.clip(), PLAN, latent(), timesteps=1)
+    MasksFromAttention.execute(forced, models.clip(), PLAN, latent(), timesteps=1)
     assert forced.model_options.get("transformer_options", {}).get("patches_replace", {}) == before
 
 
@@ -124,7 +124,7 @@ def test_binarisation_on_plain_tensors():
 
 
 def test_bad_input_gives_clear_errors(models, forced):
-    with pytest.raises(NodeInputError, match="Masks from Attention: refine"):
-        MasksFromAttention().make_masks(forced, models.clip(), PLAN, latent(), refine=2.0)
-    with pytest.raises(NodeInputError, match="Masks from Attention: this CLIP gives 2048-d"):
-        MasksFromAttention().make_masks(forced, models.clip("sdxl"), PLAN, latent())
+    with pytest.raises(NodeInputError, match=r"Object Masks from Attention \(LeakFree\): refine"):
+        MasksFromAttention.execute(forced, models.clip(), PLAN, latent(), refine=2.0)
+    with pytest.raises(NodeInputError, match=r"Object Masks from Attention \(LeakFree\): this CLIP gives 2048-d"):
+        MasksFromAttention.execute(forced, models.clip("sdxl"), PLAN, latent())

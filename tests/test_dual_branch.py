@@ -23,11 +23,11 @@ def source_latent(batch=1, seed=3):
 
 
 def guider_for(model, source, target, negative, latent, **options):
-    from leakfree_edit.nodes.dual_branch import DualBranchEditGuider
+    from leakfree_edit.nodes.dual_branch import DualBranchGuider
 
     settings = dict(source_cfg=1.0, target_cfg=2.0, self_attention_schedule="custom", custom_schedule=1.0)
     settings.update(options)
-    guider, = DualBranchEditGuider().build(model, source, target, negative, {"samples": latent}, **settings)
+    guider, = DualBranchGuider.execute(model, source, target, negative, {"samples": latent}, **settings)
     return guider
 
 
@@ -46,7 +46,7 @@ def prompts(models):
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
 
     clip = models.clip()
-    target, source, plan = ObjectRestrictedEncode().encode(clip, EDITS, "object")
+    target, source, plan = ObjectRestrictedEncode.execute(clip, EDITS, "object")
     return {"target": target, "source": source, "plan": plan, "negative": encode(clip, ""), "plain": encode(clip, "a goat")}
 
 
@@ -73,9 +73,9 @@ def test_schedule_layout_and_blend_rules():
     assert [lock_active(step, 15, 0.5) for step in range(15)] == [True] * 7 + [False] * 8
     assert [lock_active(step, 4, 1.0) for step in range(4)] == [True, True, True, False]
     assert not any(lock_active(step, 4, 0.0) for step in range(4))
-    layout = branch_layout([SOURCE_UNCOND, TARGET_UNCOND, SOURCE_COND, TARGET_COND], rows=2, lock=True)
+    layout = branch_layout([SOURCE_UNCOND, TARGET_UNCOND, SOURCE_COND, TARGET_COND], rows=2)
     assert layout.target.tolist() == [6, 7, 2, 3] and layout.source.tolist() == [4, 5, 0, 1]
-    assert branch_layout([TARGET_UNCOND, SOURCE_COND, TARGET_COND], rows=1, lock=False).target.tolist() == [2]
+    assert branch_layout([TARGET_UNCOND, SOURCE_COND, TARGET_COND], rows=1).target.tolist() == [2]
     x0, x0_hat, background = torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 2), torch.tensor([[[[1.0, 0.0], [0.5, 1.0]]]])
     blended = blend_background(x0_hat, x0, background)
     assert torch.equal(blended[..., 0, 0], x0[..., 0, 0]) and torch.equal(blended[..., 0, 1], x0_hat[..., 0, 1])
@@ -86,10 +86,11 @@ def test_schedule_layout_and_blend_rules():
 @pytest.mark.parametrize("kind, cfg", [("sd15", 1.0), ("sd15", 2.5), ("sdxl", 2.5)])
 def test_virtual_inversion_reconstructs_the_source(models, kind, cfg):
     """Target conditioning and CFG equal to the source's, no region nodes: the result is the source latent."""
-    from leakfree_edit.nodes.encode import ORE_KEY, ObjectRestrictedEncode
+    from leakfree_edit.integration.checks import ORE_KEY
+    from leakfree_edit.nodes.encode import ObjectRestrictedEncode
 
     clip = models.clip(kind)
-    target, source, _ = ObjectRestrictedEncode().encode(clip, EDITS, "object")
+    target, source, _ = ObjectRestrictedEncode.execute(clip, EDITS, "object")
     same_as_source = [[source[0][0], dict(source[0][1], **{ORE_KEY: target[0][1][ORE_KEY]})]]
     latent, negative = source_latent(batch=2), encode(clip, "")
     guider = guider_for(models.unet(kind), source, same_as_source, negative, latent, source_cfg=cfg, target_cfg=cfg)
@@ -144,26 +145,34 @@ def test_guider_with_comfys_sampler_runs_infedits_ddcm_loop(models, prompts, sam
 
 
 def record_locks(monkeypatch):
-    calls = []
-    original = self_attention.lock_queries_and_keys
+    """Every self-attention call of the guided UNet: its rows, and the Q and K it attended with (locked or not)."""
+    calls, locked = [], []
+    lock, attend = self_attention.lock_queries_and_keys, self_attention.RegionSelfAttention.__call__
 
     def recorder(q, k, layout):
-        locked_q, locked_k = original(q, k, layout)
-        t, s = layout.target, layout.source
+        locked.append(lock(q, k, layout))
+        return locked[-1]
+
+    def spy(self, q, k, v, extra_options):
+        locked.clear()
+        out = attend(self, q, k, v, extra_options)
+        used_q, used_k = locked[0] if locked else (q, k)
+        t, s = extra_options[self_attention.LAYOUT_KEY].target, extra_options[self_attention.LAYOUT_KEY].source
         calls.append({
             "rows": q.shape[0], "pairs": len(t),
-            "used_source": bool(len(t)) and torch.equal(locked_q[t], q[s]) and torch.equal(locked_k[t], k[s]),
-            "untouched": torch.equal(locked_q, q) and torch.equal(locked_k, k),
+            "used_source": bool(len(t)) and torch.equal(used_q[t], q[s]) and torch.equal(used_k[t], k[s]),
+            "untouched": torch.equal(used_q, q) and torch.equal(used_k, k),
             "target_differs": bool(len(t)) and not torch.equal(q[t], q[s]),
         })
-        return locked_q, locked_k
+        return out
 
     monkeypatch.setattr(self_attention, "lock_queries_and_keys", recorder)
+    monkeypatch.setattr(self_attention.RegionSelfAttention, "__call__", spy)
     return calls
 
 
 def test_structure_lock_follows_the_schedule(models, prompts, monkeypatch):
-    from leakfree_edit.nodes.comfy_compat import attention_blocks
+    from leakfree_edit.integration.patching import attention_blocks
 
     model, latent, steps = models.unet(), source_latent(batch=2), 4
     layers = len(attention_blocks(model.model.diffusion_model, "attn1"))
@@ -195,7 +204,7 @@ def test_background_is_the_source_at_the_end(models, prompts):
 
 
 def test_region_attention_acts_on_target_rows_only(models, prompts, monkeypatch):
-    from leakfree_edit.nodes.comfy_compat import attention_blocks
+    from leakfree_edit.integration.patching import attention_blocks
     from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
 
     latent, masks = source_latent(), object_masks()
@@ -220,7 +229,7 @@ def test_region_attention_acts_on_target_rows_only(models, prompts, monkeypatch)
     plain = models.unet()
     guided_first_call(plain)
     assert rows == []
-    regional, = RegionGuidedCrossAttention().patch(plain, prompts["target"], masks)
+    regional, = RegionGuidedCrossAttention.execute(plain, prompts["target"], masks)
     guided_first_call(regional)
     assert len(rows) == 2 * len(attention_blocks(plain.model.diffusion_model)) and set(rows) == {1}  # target cond rows only
     before, after = chunks_by_model
@@ -232,8 +241,8 @@ def test_region_attention_acts_on_target_rows_only(models, prompts, monkeypatch)
 
 def test_bad_inputs_get_clear_errors(models, prompts):
     import comfy.model_sampling
-    from leakfree_edit.nodes.comfy_compat import NodeInputError
-    from leakfree_edit.nodes.dual_branch import BranchBatch
+    from leakfree_edit.integration.errors import NodeInputError
+    from leakfree_edit.integration.guider import BranchBatch
 
     model, latent = models.unet(), source_latent()
     source, target, negative = prompts["source"], prompts["target"], prompts["negative"]
@@ -270,6 +279,6 @@ def test_bad_inputs_get_clear_errors(models, prompts):
         guider.sample(torch.zeros_like(latent), latent, None, torch.ones(3), denoise_mask=torch.ones(1, 1, HEIGHT, WIDTH))
     split = {"input": torch.zeros(2, 4, HEIGHT, WIDTH), "cond_or_uncond": [TARGET_UNCOND, TARGET_COND]}
     with pytest.raises(NodeInputError, match="split the batch"):  # a target chunk without its source chunk while locked
-        BranchBatch(latent, latent, lock=True)(None, split)
+        BranchBatch(latent, latent, lock=True, node="Dual-Branch Edit Guider (LeakFree)")(None, split)
     with pytest.raises(NodeInputError, match="area"):
-        BranchBatch(latent, latent, lock=False)(None, dict(split, input=torch.zeros(2, 4, HEIGHT // 2, WIDTH)))
+        BranchBatch(latent, latent, lock=False, node="Dual-Branch Edit Guider (LeakFree)")(None, dict(split, input=torch.zeros(2, 4, HEIGHT // 2, WIDTH)))

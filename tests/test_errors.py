@@ -10,11 +10,11 @@ from leakfree_edit.tests._editing import EDITS
 def encoded(models):
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
 
-    return ObjectRestrictedEncode().encode(models.clip(), EDITS, "object")
+    return ObjectRestrictedEncode.execute(models.clip(), EDITS, "object")
 
 
 def node_error():
-    from leakfree_edit.nodes.comfy_compat import NodeInputError
+    from leakfree_edit.integration.errors import NodeInputError
 
     return NodeInputError
 
@@ -24,10 +24,10 @@ def test_mask_count_must_match_the_plan(models, encoded):
     from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
 
     target, _, plan = encoded
-    with pytest.raises(node_error(), match=r"Region-Guided Cross-Attention: got 3 object masks for 2 objects \(wolf, moon\)"):
-        RegionGuidedCrossAttention().patch(models.unet(), target, torch.ones(3, 64, 64))
-    with pytest.raises(node_error(), match=r"Object Masks \(painted\): got 1 masks for 2 objects"):
-        ObjectMasksPainted().make_masks(plan, torch.ones(1, 64, 64), 4.0)
+    with pytest.raises(node_error(), match=r"Region-Guided Cross-Attention \(LeakFree\): got 3 object masks for 2 objects \(wolf, moon\)"):
+        RegionGuidedCrossAttention.execute(models.unet(), target, torch.ones(3, 64, 64))
+    with pytest.raises(node_error(), match=r"Object Masks from Painted Masks \(LeakFree\): got 1 masks for 2 objects"):
+        ObjectMasksPainted.execute(plan, torch.ones(1, 64, 64), 4.0)
 
 
 @pytest.mark.parametrize("edits, message", [("", "the edit list is empty"), ("wolf goat", "line 1 .* has no '->'"),
@@ -35,8 +35,8 @@ def test_mask_count_must_match_the_plan(models, encoded):
 def test_edit_list_errors_name_the_line(models, edits, message):
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
 
-    with pytest.raises(node_error(), match=f"Object-Restricted Encode: {message}"):
-        ObjectRestrictedEncode().encode(models.clip(), edits, "object")
+    with pytest.raises(node_error(), match=rf"Object-Restricted Encode \(LeakFree\): {message}"):
+        ObjectRestrictedEncode.execute(models.clip(), edits, "object")
 
 
 def test_conditioning_without_ore_payload(models):
@@ -44,7 +44,7 @@ def test_conditioning_without_ore_payload(models):
 
     plain = [[torch.zeros(1, 77, 768), {"pooled_output": torch.zeros(1, 768)}]]
     with pytest.raises(node_error(), match="did not come from Object-Restricted Encode"):
-        RegionGuidedCrossAttention().patch(models.unet(), plain, torch.ones(2, 64, 64))
+        RegionGuidedCrossAttention.execute(models.unet(), plain, torch.ones(2, 64, 64))
 
 
 def test_sd15_plan_on_an_sdxl_model(models, encoded):
@@ -52,7 +52,7 @@ def test_sd15_plan_on_an_sdxl_model(models, encoded):
 
     target, _, _ = encoded
     with pytest.raises(node_error(), match="encoded for a SD1.5 model .* this model takes 2048-d"):
-        RegionGuidedCrossAttention().patch(models.unet("sdxl"), target, torch.ones(2, 64, 64))
+        RegionGuidedCrossAttention.execute(models.unet("sdxl"), target, torch.ones(2, 64, 64))
 
 
 def test_masks_of_another_size_are_resized(encoded):
@@ -63,7 +63,7 @@ def test_masks_of_another_size_are_resized(encoded):
     first, second = torch.zeros(1, 48, 64), torch.zeros(1, 300, 400)
     first[:, :24, :32] = 1
     second[:, 150:, 200:] = 1
-    masks, background, preview = ObjectMasksPainted().make_masks(plan, first, 0.0, image=image, mask_2=second)
+    masks, background, preview = ObjectMasksPainted.execute(plan, first, 0.0, image=image, mask_2=second)
     assert masks.shape == (2, 96, 128) and background.shape == (1, 96, 128) and preview.shape == (1, 96, 128, 3)
     assert masks[0, :48, :64].all() and not masks[0, 48:, :].any()
     assert masks[1, 48:, 64:].all() and not masks[1, :48, :].any()
@@ -77,7 +77,7 @@ def test_dilation_grows_by_the_requested_percent(encoded):
     masks = torch.zeros(2, 100, 200)
     masks[0, 50, 50] = 1
     masks[1, 20, 150] = 1
-    dilated, _, _ = ObjectMasksPainted().make_masks(plan, masks, 4.0)
+    dilated, _, _ = ObjectMasksPainted.execute(plan, masks, 4.0)
     assert dilated[0].sum() == 9 * 9  # radius 4 px = 4% of the 100 px short side
     assert dilated[0, 46:55, 46:55].all()
 
@@ -87,14 +87,14 @@ def test_start_after_end_is_refused(models, encoded):
 
     target, _, _ = encoded
     with pytest.raises(node_error(), match="start_percent .* is after end_percent"):
-        RegionGuidedCrossAttention().patch(models.unet(), target, torch.ones(2, 64, 64), "ale", 0.8, 0.2)
+        RegionGuidedCrossAttention.execute(models.unet(), target, torch.ones(2, 64, 64), "ale", 0.8, 0.2)
 
 
 def test_paste_needs_the_blend_noise_mask():
     from leakfree_edit.nodes.background_blend import LatentBackgroundPaste
 
-    with pytest.raises(node_error(), match="Latent Background Paste: 'samples' has no noise mask"):
-        LatentBackgroundPaste().paste({"samples": torch.zeros(1, 4, 8, 8)}, {"samples": torch.zeros(1, 4, 8, 8)})
+    with pytest.raises(node_error(), match=r"Latent Background Paste \(LeakFree\): 'samples' has no noise mask"):
+        LatentBackgroundPaste.execute({"samples": torch.zeros(1, 4, 8, 8)}, {"samples": torch.zeros(1, 4, 8, 8)})
 
 
 def test_plan_family_names():

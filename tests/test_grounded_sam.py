@@ -201,7 +201,7 @@ def test_node_batch_gives_image_major_masks_background_and_labelled_preview(phot
 
     encoder = CallCounter(segmenter.model.image_encoder)
     images = torch.stack([photo, photo.flip(1)])
-    masks, background, preview = ObjectMasksGroundedSAM().make_masks(
+    masks, background, preview = ObjectMasksGroundedSAM.execute(
         images, plan("cat", "tree", "moon"), dino, segmenter, box_threshold=0.0, text_threshold=0.0,
         dilation_percent=4.0, on_missing="unmasked", instances="all")
     assert masks.shape == (6, 160, 240) and background.shape == (2, 160, 240) and preview.shape == (2, 160, 240, 3)
@@ -218,8 +218,8 @@ def test_node_error_names_the_node_the_object_and_the_image(photo, segmenter):
 
     detector = FixedDetector({"cat": [[10, 10, 90, 70]]})
     images = torch.stack([photo, photo])
-    with pytest.raises(ValueError, match=r"Object Masks \(Grounded-SAM\): no box for 'wolf'.*on_missing.*image 1 of 2"):
-        ObjectMasksGroundedSAM().make_masks(images, plan("cat", "wolf"), detector, segmenter, 0.45, 0.4, 4.0, "error", "all")
+    with pytest.raises(ValueError, match=r"Object Masks from Grounded-SAM \(LeakFree\): image 1 of 2: no box for 'wolf'.*on_missing"):
+        ObjectMasksGroundedSAM.execute(images, plan("cat", "wolf"), detector, segmenter, 0.45, 0.4, 4.0, "error", "all")
 
 
 def test_labelled_preview_tints_each_mask_and_writes_its_label(photo):

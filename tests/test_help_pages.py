@@ -2,28 +2,21 @@
 
 The frontend (1.27+) fetches ``docs/<NodeClass>/<locale>.md`` and falls back to ``docs/<NodeClass>.md`` under the
 pack's WEB_DIRECTORY. Every registered node needs a page that opens with its display name and lists every input
-(required and optional, by its INPUT_TYPES name) under ``## Inputs`` and every output (by RETURN_NAMES, or by type
+(required and optional, by its schema id) under ``## Inputs`` and every output (by RETURN_NAMES, or by type
 when unnamed) under ``## Outputs``. Names are written as inline code, e.g. `` `edit_plan` ``. No server is needed.
 """
-import importlib
 import re
 from pathlib import Path
 
 import pytest
 
+DOCS = Path(__file__).resolve().parents[1] / "js" / "docs"  # WEB_DIRECTORY is ./js
 HTML_TAG = re.compile(r"<(?:[A-Za-z][A-Za-z0-9-]*|/[A-Za-z][A-Za-z0-9-]*)(?:\s[^<>]*)?/?>")
 
 
 @pytest.fixture(scope="module")
-def pack():
-    module = importlib.import_module("leakfree_edit")
-    module.__spec__.loader.exec_module(module)  # run __init__ as ComfyUI does
-    return module
-
-
-@pytest.fixture(scope="module")
-def docs(pack) -> Path:
-    return Path(pack.__file__).parent / pack.WEB_DIRECTORY / "docs"
+def docs() -> Path:
+    return DOCS
 
 
 def sections(text: str) -> dict[str, str]:
@@ -54,19 +47,19 @@ def named(name: str, text: str) -> bool:
     return f"`{name}`" in text
 
 
-def test_every_node_has_a_help_page(pack, docs):
-    missing = [key for key in pack.NODE_CLASS_MAPPINGS if not (docs / f"{key}.md").is_file()]
+def test_every_node_has_a_help_page(pack_nodes, docs):
+    missing = [key for key in pack_nodes if not (docs / f"{key}.md").is_file()]
     assert not missing, f"no help page in {docs} for: {', '.join(missing)}"
 
 
-def test_help_pages_match_the_nodes(pack, docs):
+def test_help_pages_match_the_nodes(pack_nodes, docs):
     problems = []
-    for key, cls in pack.NODE_CLASS_MAPPINGS.items():
+    for key, cls in pack_nodes.items():
         page = docs / f"{key}.md"
         if not page.is_file():
             continue  # reported by test_every_node_has_a_help_page
         text = page.read_text(encoding="utf-8")
-        title = "# " + pack.NODE_DISPLAY_NAME_MAPPINGS[key]
+        title = "# " + cls.GET_SCHEMA().display_name
         first_line = text.splitlines()[0].rstrip() if text.strip() else ""
         if first_line != title:
             problems.append(f"{key}: the page must start with {title!r}")
@@ -85,9 +78,9 @@ def test_help_pages_match_the_nodes(pack, docs):
     assert not problems, "\n".join(problems)
 
 
-def test_no_page_for_a_class_that_does_not_exist(pack, docs):
+def test_no_page_for_a_class_that_does_not_exist(pack_nodes, docs):
     assert docs.is_dir(), f"{docs} is missing"
-    keys = set(pack.NODE_CLASS_MAPPINGS)
+    keys = set(pack_nodes)
     pages = [p.stem for p in docs.glob("*.md")] + [p.name for p in docs.iterdir() if p.is_dir()]  # docs/<NodeClass>/<locale>.md
     strays = sorted(set(pages) - keys)
     assert not strays, f"help pages for classes the pack does not register: {', '.join(strays)}"

@@ -21,13 +21,22 @@ def loaders():
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory, loaders):
+def detection():
+    from leakfree_edit.integration import detection
+
+    return detection
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory, detection):
     """A models/ tree registered the way extra_model_paths.yaml registers one."""
+    import folder_paths
+
     root = tmp_path_factory.mktemp("models")
-    for name in (loaders.DINO_FOLDER, loaders.SAM_FOLDER, loaders.BERT_FOLDER):
+    for name in (detection.DINO_FOLDER, detection.SAM_FOLDER, detection.BERT_FOLDER):
         (root / name).mkdir()
-        loaders.folder_paths.add_model_folder_path(name, str(root / name))
-    shutil.copy(shipped_vocab_dir() / "vocab.txt", root / loaders.BERT_FOLDER / "vocab.txt")
+        folder_paths.add_model_folder_path(name, str(root / name))
+    shutil.copy(shipped_vocab_dir() / "vocab.txt", root / detection.BERT_FOLDER / "vocab.txt")
     return root
 
 
@@ -62,8 +71,8 @@ def empty_hf_cache(monkeypatch, tmp_path):
 
 
 def test_loader_nodes_list_registered_folders(loaders, sam_vit_b_file, dino_file):
-    sam_names = loaders.SAMLoader.INPUT_TYPES()["required"]["model_name"][0]
-    dino_names = loaders.GroundingDinoLoader.INPUT_TYPES()["required"]["model_name"][0]
+    sam_names = loaders.SAMLoader.INPUT_TYPES()["required"]["model_name"][1]["options"]
+    dino_names = loaders.GroundingDinoLoader.INPUT_TYPES()["required"]["model_name"][1]["options"]
     assert sam_vit_b_file.name in sam_names and dino_file.name in dino_names
     for node in (loaders.SAMLoader, loaders.GroundingDinoLoader):
         assert node.CATEGORY == "LeakFreeEdit/masks" and node.DESCRIPTION
@@ -71,16 +80,16 @@ def test_loader_nodes_list_registered_folders(loaders, sam_vit_b_file, dino_file
 
 
 def test_sam_checkpoint_loads_with_size_from_weights_not_name(loaders, sam_vit_b_file):
-    (segmenter,) = loaders.SAMLoader().load(sam_vit_b_file.name)
+    (segmenter,) = loaders.SAMLoader.execute(sam_vit_b_file.name)
     assert segmenter.model.image_encoder.patch_embed.proj.weight.shape[0] == 768
     saved = torch.load(sam_vit_b_file, weights_only=True)
     assert torch.equal(segmenter.model.state_dict()["mask_decoder.iou_token.weight"], saved["mask_decoder.iou_token.weight"])
-    (again,) = loaders.SAMLoader().load(sam_vit_b_file.name)
+    (again,) = loaders.SAMLoader.execute(sam_vit_b_file.name)
     assert again is segmenter  # cached between runs
 
 
 def test_grounding_dino_checkpoint_loads_with_local_vocabulary(loaders, dino_file):
-    (detector,) = loaders.GroundingDinoLoader().load(dino_file.name)
+    (detector,) = loaders.GroundingDinoLoader.execute(dino_file.name)
     with torch.serialization.safe_globals([argparse.Namespace]):
         saved = torch.load(dino_file, weights_only=True)["model"]
     assert torch.equal(detector.model.state_dict()["bert.embeddings.word_embeddings.weight"],
@@ -93,7 +102,7 @@ def test_truncated_file_gives_a_clear_error(loaders, sam_vit_b_file):
     broken.write_bytes(sam_vit_b_file.read_bytes()[: 1 << 20])
     try:
         with pytest.raises(ValueError, match=r"^SAM Loader \(LeakFree\): cannot read 'sam_vit_b_01ec64.pth'.*download it again"):
-            loaders.SAMLoader().load(broken.name)
+            loaders.SAMLoader.execute(broken.name)
     finally:
         broken.unlink()
 
@@ -103,7 +112,7 @@ def test_wrong_model_in_a_loader_says_what_was_expected(loaders, sam_vit_b_file,
     shutil.copy(sam_vit_b_file, wrong)
     try:
         with pytest.raises(ValueError, match=r"^Grounding-DINO Loader \(LeakFree\): 'not_dino.pth' is not a groundingdino-py"):
-            loaders.GroundingDinoLoader().load(wrong.name)
+            loaders.GroundingDinoLoader.execute(wrong.name)
     finally:
         wrong.unlink()
 
@@ -115,7 +124,7 @@ def test_mismatched_tensors_are_named(loaders, models_dir):
     torch.save(state, path)
     try:
         with pytest.raises(ValueError, match=r"SAM Loader \(LeakFree\): 'odd_sam.pth' does not match.*missing: "):
-            loaders.SAMLoader().load(path.name)
+            loaders.SAMLoader.execute(path.name)
     finally:
         path.unlink()
 
@@ -125,17 +134,17 @@ def test_pickled_code_is_refused(loaders, models_dir):
     torch.save({"model": os.system}, path)  # the classic payload: a callable that unpickling would import
     try:
         with pytest.raises(ValueError, match=r"SAM Loader \(LeakFree\): cannot read 'pickled.pth'"):
-            loaders.SAMLoader().load(path.name)
+            loaders.SAMLoader.execute(path.name)
     finally:
         path.unlink()
 
 
-def test_missing_bert_vocabulary_names_the_folder_and_file(loaders, dino_file, models_dir, monkeypatch):
-    monkeypatch.setattr(loaders.folder_paths, "get_folder_paths",
-                        lambda name: [str(models_dir / "empty")] if name == loaders.BERT_FOLDER else [str(models_dir / name)])
-    loaders._loaded.clear()
+def test_missing_bert_vocabulary_names_the_folder_and_file(loaders, detection, dino_file, models_dir, monkeypatch):
+    monkeypatch.setattr(detection.folder_paths, "get_folder_paths",
+                        lambda name: [str(models_dir / "empty")] if name == detection.BERT_FOLDER else [str(models_dir / name)])
+    detection._loaded.clear()
     with pytest.raises(ValueError, match=r"Grounding-DINO Loader \(LeakFree\): .*'vocab.txt'.*models/bert-base-uncased/"):
-        loaders.GroundingDinoLoader().load(dino_file.name)
+        loaders.GroundingDinoLoader.execute(dino_file.name)
 
 
 def test_bert_vocabulary_is_found_in_the_local_hugging_face_cache(tmp_path):
@@ -148,13 +157,13 @@ def test_bert_vocabulary_is_found_in_the_local_hugging_face_cache(tmp_path):
     assert gs.find_bert_tokenizer(gs.bert_search_dirs([tmp_path / "nothing"])) == snapshot
 
 
-def test_transformers_folders_load_through_the_same_loaders(loaders, models_dir):
+def test_transformers_folders_load_through_the_same_loaders(loaders, detection, models_dir):
     """A folder with config.json is a transformers model: pick any file inside it in the loader."""
     torch.manual_seed(0)
     save_tiny_transformers_sam(models_dir / "sams" / "hf-sam")
     save_tiny_transformers_grounding_dino(models_dir / "grounding-dino" / "hf-grounding-dino")
-    (segmenter,) = loaders.SAMLoader().load("hf-sam/model.safetensors")
-    (detector,) = loaders.GroundingDinoLoader().load("hf-grounding-dino/model.safetensors")
+    (segmenter,) = loaders.SAMLoader.execute("hf-sam/model.safetensors")
+    (detector,) = loaders.GroundingDinoLoader.execute("hf-grounding-dino/model.safetensors")
     assert isinstance(segmenter, gs.TransformersSam) and isinstance(detector, gs.TransformersGroundingDino)
 
     image = torch.rand(120, 200, 3)
@@ -165,11 +174,11 @@ def test_transformers_folders_load_through_the_same_loaders(loaders, models_dir)
     assert masks.shape == (2, 120, 200) and encoder.count == 1
     shutil.copytree(models_dir / "grounding-dino" / "hf-grounding-dino", models_dir / "sams" / "misplaced")
     with pytest.raises(ValueError, match=r"SAM Loader \(LeakFree\): 'misplaced' is a transformers 'grounding-dino' folder"):
-        loaders.SAMLoader().load("misplaced/model.safetensors")
-    loaders._loaded.clear()
+        loaders.SAMLoader.execute("misplaced/model.safetensors")
+    detection._loaded.clear()
 
 
-def test_nodes_never_open_a_network_connection(loaders, sam_vit_b_file, dino_file, monkeypatch, example_inputs):
+def test_nodes_never_open_a_network_connection(loaders, detection, sam_vit_b_file, dino_file, monkeypatch, example_inputs):
     """Load both models from files and make masks with every socket connection failing the test."""
     import numpy as np
     from PIL import Image
@@ -185,9 +194,9 @@ def test_nodes_never_open_a_network_connection(loaders, sam_vit_b_file, dino_fil
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    loaders._loaded.clear()
-    (detector,) = loaders.GroundingDinoLoader().load(dino_file.name)
-    (segmenter,) = loaders.SAMLoader().load(sam_vit_b_file.name)
+    detection._loaded.clear()
+    (detector,) = loaders.GroundingDinoLoader.execute(dino_file.name)
+    (segmenter,) = loaders.SAMLoader.execute(sam_vit_b_file.name)
     detector.short_side = 224
     segmenter.model.image_encoder.img_size = 256  # a vit_b at 256 px keeps this test fast; the path is the same
     segmenter.model.image_encoder.pos_embed.data = segmenter.model.image_encoder.pos_embed.data[:, :16, :16]
@@ -197,8 +206,8 @@ def test_nodes_never_open_a_network_connection(loaders, sam_vit_b_file, dino_fil
     image = Image.open(example_inputs / "artificial_img01.jpg").convert("RGB").resize((128, 128))
     pixels = torch.from_numpy(np.asarray(image).astype(np.float32) / 255.0)[None]
     plan = EditPlan(edits=(ObjectEdit("tree", "golden tree"), ObjectEdit("couch", "red couch")))
-    masks, background, preview = ObjectMasksGroundedSAM().make_masks(
+    masks, background, preview = ObjectMasksGroundedSAM.execute(
         pixels, plan, detector, segmenter, 0.0, 0.0, 4.0, "unmasked", "best")
     assert masks.shape == (2, 128, 128) and background.shape == (1, 128, 128) and preview.shape == (1, 128, 128, 3)
     assert attempts == []
-    loaders._loaded.clear()
+    detection._loaded.clear()

@@ -31,10 +31,11 @@ def test_parse_edits_reads_lines_and_names_bad_ones():
 
 @pytest.mark.parametrize("kind", ["sd15", "sdxl"])
 def test_ore_matches_the_definition(models, kind):
-    from leakfree_edit.nodes.encode import encode_plan
+    from leakfree_edit.integration.encoding import encode_plan
+    from leakfree_edit.nodes.encode import NODE
 
     clip = models.clip(kind)
-    plan, ore, pooled = encode_plan(clip, EDITS, "object")
+    plan, ore, pooled = encode_plan(clip, EDITS, "object", NODE)
     targets = plan.targets
     base_prompt = " and ".join(targets)
     # Keys are the plain encoding of the target base prompt, as CLIPTextEncode would give.
@@ -63,11 +64,12 @@ def test_ore_matches_the_definition(models, kind):
 
 
 def test_weight_syntax_keeps_spans_exact(models):
-    from leakfree_edit.nodes.encode import encode_plan
+    from leakfree_edit.integration.encoding import encode_plan
+    from leakfree_edit.nodes.encode import NODE
 
     clip = models.clip()
-    plan, _, _ = encode_plan(clip, "wolf -> (brown-colored goat:1.3)\nmoon -> moon made of gold")
-    plain, _, _ = encode_plan(clip, "wolf -> brown-colored goat\nmoon -> moon made of gold")
+    plan, _, _ = encode_plan(clip, "wolf -> (brown-colored goat:1.3)\nmoon -> moon made of gold", "object", NODE)
+    plain, _, _ = encode_plan(clip, "wolf -> brown-colored goat\nmoon -> moon made of gold", "object", NODE)
     assert plan.target_spans == plain.target_spans == ((1, 5), (6, 10))
 
 
@@ -83,21 +85,23 @@ def test_eos_modes_fill_the_tail_as_documented():
 
 
 def test_one_batched_text_encoder_call(models, monkeypatch):
-    from leakfree_edit.nodes.encode import encode_plan
+    from leakfree_edit.integration.encoding import encode_plan
+    from leakfree_edit.nodes.encode import NODE
 
     clip = models.clip()
     calls = []
     inner = clip.cond_stage_model.clip_l
     original = inner.encode
     monkeypatch.setattr(inner, "encode", lambda tokens: calls.append(len(tokens)) or original(tokens))
-    encode_plan(clip, EDITS)
+    encode_plan(clip, EDITS, "object", NODE)
     assert calls == [len(parse_edits(EDITS)) + 2]  # base + 3 objects + empty, one forward
 
 
 def test_too_long_prompt_is_a_clear_error(models):
-    from leakfree_edit.nodes.comfy_compat import NodeInputError
-    from leakfree_edit.nodes.encode import encode_plan
+    from leakfree_edit.integration.errors import NodeInputError
+    from leakfree_edit.integration.encoding import encode_plan
+    from leakfree_edit.nodes.encode import NODE
 
     long_target = " ".join(["gold"] * 40)
-    with pytest.raises(NodeInputError, match="Object-Restricted Encode: .* at most 75 fit one CLIP window"):
-        encode_plan(models.clip(), f"wolf -> {long_target}\nmoon -> {long_target}")
+    with pytest.raises(NodeInputError, match=r"Object-Restricted Encode \(LeakFree\): .* at most 75 fit one CLIP window"):
+        encode_plan(models.clip(), f"wolf -> {long_target}\nmoon -> {long_target}", "object", NODE)

@@ -5,8 +5,10 @@ import torch.nn.functional as F
 
 import comfy.ldm.modules.attention as comfy_attention
 from leakfree_edit.attention.rebalance import RegionBinding, TokenRebalance
+from leakfree_edit.attention.region_attention import RegionAttentionProgram
 from leakfree_edit.masking.ops import region_weights, resize_masks
-from leakfree_edit.nodes.comfy_compat import NodeInputError, install_region_program, region_program
+from leakfree_edit.integration.errors import NodeInputError
+from leakfree_edit.integration.patching import install_region_program, region_program
 from leakfree_edit.nodes.encode import ObjectRestrictedEncode
 from leakfree_edit.nodes.rebalance import SourceDominanceRebalance
 from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
@@ -19,13 +21,13 @@ LATENT = (1, 4, 12, 16)
 
 @pytest.fixture(scope="module")
 def encoded(models):
-    target, _, plan = ObjectRestrictedEncode().encode(models.clip(), EDITS, "object")
+    target, _, plan = ObjectRestrictedEncode.execute(models.clip(), EDITS, "object")
     negative, pooled = models.clip().encode_from_tokens(models.clip().tokenize(""), return_pooled=True)
     return target, [[negative, {"pooled_output": pooled}]], plan
 
 
 def region_model(models, encoded):
-    model, = RegionGuidedCrossAttention().patch(models.unet(), encoded[0], object_masks())
+    model, = RegionGuidedCrossAttention.execute(models.unet(), encoded[0], object_masks())
     return model
 
 
@@ -44,9 +46,9 @@ class TokenShare:
     def __init__(self, spans):
         self.spans, self.shares = spans, []
 
-    def observe(self, query, keys, bias, height, width, extra_options):
+    def observe(self, query, keys, bias, masks, extra_options):
         probs = (query @ keys.transpose(-1, -2) * query.shape[-1] ** -0.5 + bias).softmax(-1).mean(dim=(0, 1))
-        regions = region_weights(resize_masks(object_masks(), height, width))[:, 1:]
+        regions = region_weights(masks[0])[:, 1:]
         for index, (start, end) in enumerate(self.spans):
             inside = regions[:, index] > 0
             self.shares.append(float(probs[inside, start:end].sum(-1).mean()))
@@ -56,7 +58,7 @@ def test_object_share_in_its_region_rises_with_boost(models, encoded):
     target, negative, plan = encoded
     means = []
     for boost in (1.0, 1.5, 3.0, 8.0):
-        model, = SourceDominanceRebalance().patch(region_model(models, encoded), boost=boost, binding=0.0)
+        model, = SourceDominanceRebalance.execute(region_model(models, encoded), boost=boost, binding=0.0)
         observer = TokenShare(plan.target_spans)
         install_region_program(model, region_program(model).with_cross_observer(observer))
         sample(model, target, negative)
@@ -69,7 +71,7 @@ def test_sink_damping_raises_the_share_further(models, encoded):
     target, negative, plan = encoded
     means = []
     for sink_scale in (1.0, 0.2):
-        model, = SourceDominanceRebalance().patch(region_model(models, encoded), boost=2.0, sink_scale=sink_scale, binding=0.0)
+        model, = SourceDominanceRebalance.execute(region_model(models, encoded), boost=2.0, sink_scale=sink_scale, binding=0.0)
         observer = TokenShare(plan.target_spans)
         install_region_program(model, region_program(model).with_cross_observer(observer))
         sample(model, target, negative)
@@ -113,11 +115,11 @@ def cross_region_mass(calls) -> float:
 def test_binding_halves_self_attention_between_object_regions(models, encoded, monkeypatch):
     target, negative, _ = encoded
     calls = record_attention_calls(monkeypatch)
-    unbound, = SourceDominanceRebalance().patch(region_model(models, encoded), binding=0.0)
+    unbound, = SourceDominanceRebalance.execute(region_model(models, encoded), binding=0.0)
     sample(unbound, target, negative, cfg=1.0)
     before = cross_region_mass(calls)
     calls.clear()
-    bound, = SourceDominanceRebalance().patch(region_model(models, encoded))  # default binding strength
+    bound, = SourceDominanceRebalance.execute(region_model(models, encoded))  # default binding strength
     sample(bound, target, negative, cfg=1.0)
     after = cross_region_mass(calls)
     assert before > 0 and after <= 0.5 * before, (before, after)
@@ -129,7 +131,7 @@ def test_attention_kernel_calls_unchanged_by_rebalancing(models, encoded, monkey
     sample(region_model(models, encoded), target, negative)
     alone = len(calls)
     calls.clear()
-    model, = SourceDominanceRebalance().patch(region_model(models, encoded), boost=3.0, sink_scale=0.5, binding=2.0, surroundings=1.0)
+    model, = SourceDominanceRebalance.execute(region_model(models, encoded), boost=3.0, sink_scale=0.5, binding=2.0, surroundings=1.0)
     sample(model, target, negative)
     assert len(calls) == alone
     assert all(mask is None or mask.shape[-1] != mask.shape[-2] for _, _, mask, _ in calls)  # never an HW x HW bias
@@ -139,7 +141,7 @@ def test_binding_columns_equal_the_explicit_bias():
     masks = object_masks(6, 8)
     masks[1, 2, 3] = 1  # a pixel claimed by both objects belongs to neither region
     binding = RegionBinding(strength=2.0, surroundings=0.5)
-    q_cols, k_cols = binding.region_columns(masks, 2, 6, 8, torch.device("cpu"), torch.float32)
+    q_cols, k_cols = binding.region_columns(masks.unsqueeze(0), torch.float32)
     regions = region_weights(masks)[:, 1:]
     outside = 1 - masks.amax(0).flatten()
     explicit = -2.0 * (regions @ (regions.sum(1, keepdim=True) - regions).T) - 0.5 * regions.sum(1)[:, None] * outside[None]
@@ -164,27 +166,26 @@ def test_strict_layout_boosts_the_objects_own_window():
 
 def test_bad_input_gives_clear_errors(models, encoded):
     with pytest.raises(NodeInputError, match="Connect Region-Guided Cross-Attention first"):
-        SourceDominanceRebalance().patch(models.unet())
+        SourceDominanceRebalance.execute(models.unet())
     model = region_model(models, encoded)
     with pytest.raises(NodeInputError, match="boost is 50"):
-        SourceDominanceRebalance().patch(model, boost=50.0)
+        SourceDominanceRebalance.execute(model, boost=50.0)
     with pytest.raises(NodeInputError, match="binding is -1"):
-        SourceDominanceRebalance().patch(model, binding=-1.0)
+        SourceDominanceRebalance.execute(model, binding=-1.0)
     with pytest.raises(NodeInputError, match="start_percent"):
-        SourceDominanceRebalance().patch(model, start_percent=0.8, end_percent=0.2)
+        SourceDominanceRebalance.execute(model, start_percent=0.8, end_percent=0.2)
     with pytest.raises(NodeInputError, match="got 1 object masks for 2 objects"):
-        RegionGuidedCrossAttention().patch(models.unet(), encoded[0], object_masks()[:1])
+        RegionGuidedCrossAttention.execute(models.unet(), encoded[0], object_masks()[:1])
 
 
 def test_binding_uses_each_images_own_mask_set():
     from types import SimpleNamespace
 
     first, second = object_masks(6, 8), object_masks(6, 8).flip(-1)
-    program = SimpleNamespace(cross=SimpleNamespace(masks=torch.cat([first, second]), count=2), cache={})
-    program._cached = lambda key, build: program.cache.setdefault(key, build())
+    program = RegionAttentionProgram(attention=None, cross=SimpleNamespace(masks=torch.cat([first, second]), count=2))
     options = {"cond_or_uncond": [1, 0], "sigmas": torch.tensor([1.0])}  # rows 0-1 uncond, rows 2-3 cond (images 0, 1)
     q_cols, k_cols = RegionBinding(strength=2.0).columns(torch.zeros(4, 48, 8), options, 6, 8, program)
     assert q_cols[:2].eq(0).all()
-    expected = [RegionBinding(strength=2.0).region_columns(m, 2, 6, 8, torch.device("cpu"), torch.float32) for m in (first, second)]
+    expected = [RegionBinding(strength=2.0).region_columns(m.unsqueeze(0), torch.float32) for m in (first, second)]
     for row, (q_expected, k_expected) in zip((2, 3), expected):
         assert torch.equal(q_cols[row], q_expected[0]) and torch.equal(k_cols[row], k_expected[0])

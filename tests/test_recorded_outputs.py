@@ -120,8 +120,6 @@ def test_outputs_are_bit_for_bit_as_recorded(pack_nodes, models):
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
-    import importlib
-
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     import comfy_env
 
@@ -137,6 +135,8 @@ if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
             return random_models.clip(kind)
 
     RECORDED.parent.mkdir(exist_ok=True)
-    recorded = outputs(dict(importlib.import_module("leakfree_edit.nodes").NODE_CLASS_MAPPINGS), Models())
+    from leakfree_edit.tests._editing import pack_node_classes
+
+    recorded = outputs(pack_node_classes(), Models())
     RECORDED.write_text(json.dumps(recorded, indent=1) + "\n")
     print(f"wrote {RECORDED}")

@@ -48,7 +48,8 @@ class Layer(torch.nn.Module):
         self.to_v = torch.nn.Linear(WIDTH, HEADS * DIM, bias=False)
 
     def forward(self, x, context, program, previous=None):
-        options = {"n_heads": HEADS, "original_shape": [x.shape[0], 4, H, W], "leakfree_edit": program, "sigmas": torch.tensor([1.0])}
+        options = {"n_heads": HEADS, "original_shape": [x.shape[0], 4, H, W], "activations_shape": [x.shape[0], 32, H, W],
+                   "leakfree_edit": program, "sigmas": torch.tensor([1.0])}
         x, context, value = ValueSubstitution()(x, context, context, options)
         return RegionCrossAttention(previous)(self.to_q(x), self.to_k(context), self.to_v(value), options)
 

@@ -56,17 +56,17 @@ CASES = [  # kind, latent (batch, h, w), cfg
 
 @pytest.mark.parametrize("kind, shape, cfg", CASES)
 def test_region_attention_in_the_sampler(models, monkeypatch, kind, shape, cfg):
-    from leakfree_edit.nodes.comfy_compat import attention_blocks
+    from leakfree_edit.integration.patching import attention_blocks
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
     from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
 
     clip = models.clip(kind)
-    target, _, plan = ObjectRestrictedEncode().encode(clip, EDITS, "object")
+    target, _, plan = ObjectRestrictedEncode.execute(clip, EDITS, "object")
     negative = encode(clip, "blurry, " * 30)  # 2 windows: the target's keys are lcm-repeated
     batch, height, width = shape
     latent = torch.randn(batch, 4, height, width, generator=torch.Generator().manual_seed(3))
     plain = models.unet(kind)
-    patched, = RegionGuidedCrossAttention().patch(plain, target, object_masks(8 * height, 8 * width))
+    patched, = RegionGuidedCrossAttention.execute(plain, target, object_masks(8 * height, 8 * width))
 
     ran, grids = [], []
     original_rgb_cam, original_bias = region_attention.rgb_cam, region_attention.region_bias
@@ -91,13 +91,13 @@ def test_background_equals_source_after_blend_and_paste(models):
     from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
 
     clip = models.clip()
-    target, _, _ = ObjectRestrictedEncode().encode(clip, EDITS, "object")
+    target, _, _ = ObjectRestrictedEncode.execute(clip, EDITS, "object")
     source = {"samples": torch.randn(2, 4, 75, 43, generator=torch.Generator().manual_seed(4))}
     masks = object_masks(600, 344)
-    model, = RegionGuidedCrossAttention().patch(models.unet(), target, masks)
-    latent, model = LatentBackgroundBlend().blend(source, masks, model, end_percent=1.0, feather=0)
+    model, = RegionGuidedCrossAttention.execute(models.unet(), target, masks)
+    latent, model = LatentBackgroundBlend.execute(source, masks, model, end_percent=1.0, feather=0)
     sampled = dict(latent, samples=sample(model, target, encode(clip, ""), latent["samples"], 3.0, steps=3, noise_mask=latent["noise_mask"]))
-    pasted, = LatentBackgroundPaste().paste(sampled, source)
+    pasted, = LatentBackgroundPaste.execute(sampled, source)
     background = (latent_mask(latent["noise_mask"], 75, 43) == 0).expand_as(source["samples"])
     assert background.float().mean() > 0.3
     assert torch.equal(pasted["samples"][background], source["samples"][background])
@@ -129,9 +129,9 @@ def test_an_edit_leaves_nothing_behind(models, tmp_path):
 
     clip, model = models.clip(), models.unet()
     latent = torch.randn(1, 4, 12, 16, generator=torch.Generator().manual_seed(5))
-    target, _, _ = ObjectRestrictedEncode().encode(clip, EDITS, "object")
-    edited, = RegionGuidedCrossAttention().patch(model, target, object_masks(96, 128))
-    _, edited = LatentBackgroundBlend().blend({"samples": latent}, object_masks(96, 128), edited, end_percent=0.5)
+    target, _, _ = ObjectRestrictedEncode.execute(clip, EDITS, "object")
+    edited, = RegionGuidedCrossAttention.execute(model, target, object_masks(96, 128))
+    _, edited = LatentBackgroundBlend.execute({"samples": latent}, object_masks(96, 128), edited, end_percent=0.5)
     sample(edited, target, encode(clip, ""), latent, 3.0)
     after = sample(model, encode(clip, "a goat"), encode(clip, ""), latent, 3.0)
     assert "leakfree_edit" not in model.model_options.get("transformer_options", {})
@@ -147,19 +147,19 @@ def test_one_mask_set_per_image_of_a_batch(models):
     from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
 
     clip = models.clip()
-    target, _, plan = ObjectRestrictedEncode().encode(clip, EDITS, "object")
+    target, _, plan = ObjectRestrictedEncode.execute(clip, EDITS, "object")
     first, second = object_masks(96, 128), object_masks(96, 128).flip(-1)
     latent = torch.randn(2, 4, 12, 16, generator=torch.Generator().manual_seed(6))
     negative = encode(clip, "")
-    per_image, = RegionGuidedCrossAttention().patch(models.unet(), target, torch.cat([first, second]))
+    per_image, = RegionGuidedCrossAttention.execute(models.unet(), target, torch.cat([first, second]))
     calls = record_model_calls(per_image)
     sample(per_image, target, negative, latent, 3.0, steps=1)
     for masks, row in ((first, 0), (second, 1)):  # each image's rows equal a run with that image's masks alone
-        alone, = RegionGuidedCrossAttention().patch(models.unet(), target, masks)
+        alone, = RegionGuidedCrossAttention.execute(models.unet(), target, masks)
         alone_calls = record_model_calls(alone)
         sample(alone, target, negative, latent, 3.0, steps=1)
         torch.testing.assert_close(by_row_kind(calls)[0][row], by_row_kind(alone_calls)[0][row], rtol=1e-4, atol=1e-4)
-    latent_out, _ = LatentBackgroundBlend().blend({"samples": latent}, torch.cat([first, second]), models.unet(), edit_plan=plan)
+    latent_out, _ = LatentBackgroundBlend.execute({"samples": latent}, torch.cat([first, second]), models.unet(), edit_plan=plan)
     assert latent_out["noise_mask"].shape == (2, 96, 128)
     assert torch.equal(latent_out["noise_mask"][1], second.amax(0))
 
@@ -177,7 +177,7 @@ def first_layer_outputs(monkeypatch):
         chunk = q.shape[0] // len(order)
         cond_rows = [row for index, kind in enumerate(order) if kind == 0 for row in range(index * chunk, (index + 1) * chunk)]
         if cond_rows:  # ComfyUI may run cond and uncond as separate calls when memory is short
-            records.append((out[cond_rows], layer_size(extra_options, q.shape[1])))
+            records.append((out[cond_rows], layer_size(extra_options)))
         return out
 
     monkeypatch.setattr(RegionCrossAttention, "__call__", spy)
@@ -192,14 +192,15 @@ def test_region_content_is_isolated_in_the_unet(models, monkeypatch, kind, shape
     from dataclasses import replace
 
     from leakfree_edit.masking.ops import region_weights, resize_masks
-    from leakfree_edit.nodes.encode import ObjectRestrictedEncode, ore_payload
+    from leakfree_edit.integration.checks import ore_payload
+    from leakfree_edit.nodes.encode import ObjectRestrictedEncode
     from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
 
     clip = models.clip(kind)
     batch, height, width = shape
     latent = torch.randn(batch, 4, height, width, generator=torch.Generator().manual_seed(3))
     masks = object_masks(8 * height, 8 * width)
-    target, _, _ = ObjectRestrictedEncode().encode(clip, EDITS, "object")
+    target, _, _ = ObjectRestrictedEncode.execute(clip, EDITS, "object")
     if isolation == "ale":
         payload = ore_payload(target, "test")
         objects = payload.embeddings.objects.clone()
@@ -208,7 +209,7 @@ def test_region_content_is_isolated_in_the_unet(models, monkeypatch, kind, shape
         changed = [[target[0][0], dict(target[0][1], leakfree_ore=changed_payload)]]
         positive = changed_positive = target
     else:
-        changed, _, _ = ObjectRestrictedEncode().encode(clip, "wolf -> a small white horse with wings\nmoon -> moon made of gold", "object")
+        changed, _, _ = ObjectRestrictedEncode.execute(clip, "wolf -> a small white horse with wings\nmoon -> moon made of gold", "object")
         # SDXL's pooled text vector enters every ResBlock through the time embedding: keep it, so the
         # first layer's queries are held fixed and only the cross-attention text differs.
         changed = [[changed[0][0], dict(changed[0][1], pooled_output=target[0][1]["pooled_output"])]]
@@ -216,7 +217,7 @@ def test_region_content_is_isolated_in_the_unet(models, monkeypatch, kind, shape
     outputs = []
     for conditioning, prompt in ((target, positive), (changed, changed_positive)):
         records = first_layer_outputs(monkeypatch)
-        model, = RegionGuidedCrossAttention().patch(models.unet(kind), conditioning, masks, isolation)
+        model, = RegionGuidedCrossAttention.execute(models.unet(kind), conditioning, masks, isolation)
         sample(model, prompt, encode(clip, ""), latent, cfg, steps=1)
         outputs.append(records[0])
         monkeypatch.undo()

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from leakfree_edit.attention.region_attention import RegionAttentionProgram
-from leakfree_edit.attention.self_attention import LAYOUT_KEY, BranchLayout, RegionSelfAttention, biased_attention
+from leakfree_edit.attention.self_attention import LAYOUT_KEY, BranchLayout, RegionSelfAttention, StructureLock, biased_attention
 
 HEADS, DIM, PIXELS = 2, 4, 12
 
@@ -27,12 +27,13 @@ def test_appended_columns_equal_an_explicit_additive_bias():
 def test_lock_gives_target_rows_the_source_rows_queries_and_keys():
     torch.manual_seed(0)
     q, k, v = (torch.randn(4, PIXELS, HEADS * DIM) for _ in range(3))
-    program = RegionAttentionProgram(attention=plain_attention)
-    layout = BranchLayout(target=torch.tensor([0, 1]), source=torch.tensor([2, 3]), lock=True)
-    options = {"n_heads": HEADS, "leakfree_edit": program, LAYOUT_KEY: layout, "original_shape": [4, 4, 3, 4]}
+    program = RegionAttentionProgram(attention=plain_attention).with_structure_lock(StructureLock(sigma_start=2.0, sigma_end=1.0))
+    layout = BranchLayout(target=torch.tensor([0, 1]), source=torch.tensor([2, 3]))
+    options = {"n_heads": HEADS, "leakfree_edit": program, LAYOUT_KEY: layout, "sigmas": torch.tensor([1.5])}
     out = RegionSelfAttention()(q, k, v, options)
     expected = plain_attention(q[[2, 3]], k[[2, 3]], v[[0, 1]], HEADS, {})
     assert torch.equal(out[[0, 1]], expected)
     assert torch.equal(out[[2, 3]], plain_attention(q[[2, 3]], k[[2, 3]], v[[2, 3]], HEADS, {}))
-    unlocked = RegionSelfAttention()(q, k, v, dict(options, **{LAYOUT_KEY: BranchLayout(layout.target, layout.source, lock=False)}))
-    assert torch.equal(unlocked, plain_attention(q, k, v, HEADS, {}))
+    for sigma in (0.5, 2.5):  # outside the lock's sigma window
+        unlocked = RegionSelfAttention()(q, k, v, dict(options, sigmas=torch.tensor([sigma])))
+        assert torch.equal(unlocked, plain_attention(q, k, v, HEADS, {}))

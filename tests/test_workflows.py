@@ -1,4 +1,6 @@
-"""Example workflows: each UI graph is the drag-and-drop twin of its API graph, and the headless runner runs one."""
+"""Example workflows: each UI graph is the drag-and-drop twin of its API graph, ComfyUI's own validation accepts every
+API graph of the repo and of the previous release (0.1.0), and the headless runner runs one."""
+import asyncio
 import json
 import subprocess
 import sys
@@ -12,11 +14,39 @@ import ui_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 API_WORKFLOWS = sorted((ROOT / "api_workflows").glob("*.json"))
+RELEASE = ROOT / "tests" / "data" / "release_0.1.0"  # the workflows as the previous release shipped them
+MODEL_FOLDERS = ("checkpoints", "loras", "grounding-dino", "sams", "bert-base-uncased")
 
 
 @pytest.fixture(scope="module")
 def classes():
     return comfy_env.load_nodes()
+
+
+@pytest.fixture(scope="module")
+def validation(classes, server_base):
+    """ComfyUI's prompt validation in this process, seeing the random-weight model files and the example inputs."""
+    import execution
+    import folder_paths
+
+    for folder in MODEL_FOLDERS:
+        folder_paths.add_model_folder_path(folder, str(server_base / "models" / folder))
+    folder_paths.set_input_directory(str(ROOT / "example_inputs"))
+    return lambda graph: asyncio.run(execution.validate_prompt("validation", graph, None))
+
+
+@pytest.mark.parametrize("path", API_WORKFLOWS + sorted((RELEASE / "api").glob("*.json")), ids=lambda p: f"{p.parent.parent.name}/{p.stem}")
+def test_comfyuis_validation_accepts_the_api_workflow(path, validation):
+    valid, error, outputs, node_errors = validation(json.loads(path.read_text()))
+    assert valid and outputs, json.dumps([error, node_errors], indent=1)
+
+
+@pytest.mark.parametrize("path", sorted((RELEASE / "ui").glob("*.json")), ids=lambda p: p.stem)
+def test_a_saved_workflow_of_the_previous_release_keeps_its_widgets(path, classes):
+    """Written from today's node definitions, the previous release's API graph gives its saved UI graph exactly:
+    the same inputs, widgets and widget order, so the saved file loads with every value in its place."""
+    api = json.loads((RELEASE / "api" / path.name).read_text())
+    assert json.loads(path.read_text()) == ui_workflow.to_ui(api, classes)
 
 
 def test_every_ui_workflow_has_an_api_twin_and_nothing_else_is_a_template():

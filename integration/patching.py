@@ -1,35 +1,22 @@
-"""The few places where the pack touches ComfyUI internals, written for 2024 and 2025+ releases."""
+"""Putting the region attention program on a model: ComfyUI's attention function, its transformer blocks,
+the program's callables installed once per block (wrapping another pack's replace), sampling progress in sigmas."""
 from __future__ import annotations
 
-import inspect
 import logging
 
 import comfy.ldm.modules.attention as comfy_attention
 
 from ..attention.region_attention import PROGRAM_KEY, RegionAttentionProgram, RegionCrossAttention, ValueSubstitution
 from ..attention.self_attention import RegionSelfAttention
+from .errors import NodeInputError
 
 log = logging.getLogger("LeakFreeEdit")
 
-CATEGORY = "LeakFreeEdit"
-
-
-class NodeInputError(ValueError):
-    """A user-facing error: the message names the node and the fix."""
-
 
 def plain_attention(q, k, v, heads, extra_options):
-    """ComfyUI's configured attention, called as the unpatched ``CrossAttention`` would call it."""
-    function = comfy_attention.optimized_attention
-    kwargs = {"attn_precision": extra_options.get("attn_precision")}
-    if _accepts_transformer_options(function):
-        kwargs["transformer_options"] = extra_options
-    return function(q, k, v, heads, **kwargs)
-
-
-def _accepts_transformer_options(function) -> bool:
-    parameters = inspect.signature(function).parameters
-    return "transformer_options" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    """ComfyUI's configured attention, called as the unpatched ``CrossAttention`` calls it."""
+    return comfy_attention.optimized_attention(q, k, v, heads, attn_precision=extra_options.get("attn_precision"),
+                                               transformer_options=extra_options)
 
 
 def attention_blocks(diffusion_model, attention: str = "attn2") -> list[tuple[str, int, int]]:
@@ -53,10 +40,25 @@ def context_dim(model) -> int | None:
     return model.model.model_config.unet_config.get("context_dim")
 
 
+def percent_to_sigma(model, percent: float) -> float:
+    return float(model.get_model_object("model_sampling").percent_to_sigma(percent))
+
+
 def region_program(model) -> RegionAttentionProgram:
     """The program already on ``model`` (a clone), or a new one."""
     program = model.model_options.get("transformer_options", {}).get(PROGRAM_KEY)
     return program if program is not None else RegionAttentionProgram(attention=plain_attention)
+
+
+def program_with_regions(model, node: str) -> RegionAttentionProgram:
+    """The region program on ``model``; an error naming the fix when RGB-CAM is not on it."""
+    program = region_program(model)
+    if program.cross is None:
+        raise NodeInputError(
+            f"{node}: this model has no region-guided cross-attention, so there are no object regions to work on. "
+            "Connect Region-Guided Cross-Attention first: its MODEL output goes into this node's model input."
+        )
+    return program
 
 
 def install_region_program(model, program: RegionAttentionProgram, self_attention: bool = False) -> None:
@@ -70,21 +72,19 @@ def install_region_program(model, program: RegionAttentionProgram, self_attentio
     patches = options.get("patches", {}).get("attn2_patch", [])
     if not any(isinstance(p, ValueSubstitution) for p in patches):
         model.set_model_attn2_patch(ValueSubstitution())
-        _wrap_blocks(model, "attn2", RegionCrossAttention)
+        wrap_blocks(model, "attn2", RegionCrossAttention)
     if self_attention:
-        _wrap_blocks(model, "attn1", RegionSelfAttention)
+        wrap_blocks(model, "attn1", RegionSelfAttention)
 
 
-def _wrap_blocks(model, attention: str, patch_class) -> None:
-    replaced = model.model_options["transformer_options"].get("patches_replace", {}).get(attention, {})
+def wrap_blocks(model, attention: str, patch_class, **arguments) -> None:
+    """``patch_class(previous=..., **arguments)`` as the ``attention`` replace of every block of ``model`` (a clone),
+    ``previous`` being the replace that was there (kept running inside it). Blocks that have one already are left."""
+    replaced = model.model_options.setdefault("transformer_options", {}).get("patches_replace", {}).get(attention, {})
     for key in attention_blocks(model.model.diffusion_model, attention):
         previous = replaced.get(key, replaced.get(key[:2]))
         if isinstance(previous, patch_class):
             continue
         if previous is not None:
             log.info("LeakFreeEdit: chaining the %s patch already on block %s", attention, key)
-        model.set_model_patch_replace(patch_class(previous), attention, *key)
-
-
-def percent_to_sigma(model, percent: float) -> float:
-    return float(model.get_model_object("model_sampling").percent_to_sigma(percent))
+        model.set_model_patch_replace(patch_class(previous=previous, **arguments), attention, *key)

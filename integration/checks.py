@@ -1,0 +1,103 @@
+"""Input checks the nodes share, each failing with a message that names the node and the fix, and the ORE payload
+that travels from Object-Restricted Encode to the attention nodes inside the target CONDITIONING."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..attention.ore import OreEmbeddings
+from ..attention.plan import EditPlan
+from ..masking.ops import background_mask, binarize, dilate, dilation_radius
+from .errors import NodeInputError
+from .patching import context_dim
+
+ORE_KEY = "leakfree_ore"  # where the payload rides in the target conditioning's options
+ASPECT_TOLERANCE = 0.05  # masks may be drawn at any resolution of the same picture
+
+
+@dataclass(frozen=True)
+class OrePayload:
+    """What the attention nodes need from the encoder, carried by the target CONDITIONING."""
+
+    plan: EditPlan
+    embeddings: OreEmbeddings
+    eos_mode: str
+
+
+def ore_payload(conditioning, node: str) -> OrePayload:
+    """The ORE payload of a target CONDITIONING, or an error that says where it must come from."""
+    for _, options in conditioning or ():
+        payload = options.get(ORE_KEY)
+        if payload is not None:
+            return payload
+    raise NodeInputError(
+        f"{node}: this conditioning did not come from Object-Restricted Encode. Connect the 'target' output of "
+        "Object-Restricted Encode (LeakFree) (a plain CLIPTextEncode has no object-restricted embeddings)."
+    )
+
+
+def check_range(node: str, name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise NodeInputError(f"{node}: {name} is {value}; it must be between {low} and {high}.")
+
+
+def schedule_problem(node: str, start_percent: float | None, end_percent: float | None) -> bool | str:
+    """``validate_inputs`` answer for a start/end pair: True, or what is wrong (shown before the run)."""
+    if start_percent is not None and end_percent is not None and start_percent > end_percent:
+        return f"{node}: start_percent ({start_percent}) is after end_percent ({end_percent}); swap them."
+    return True
+
+
+def check_schedule(node: str, start_percent: float, end_percent: float) -> None:
+    check_range(node, "start_percent", start_percent, 0.0, 1.0)
+    check_range(node, "end_percent", end_percent, 0.0, 1.0)
+    problem = schedule_problem(node, start_percent, end_percent)
+    if problem is not True:
+        raise NodeInputError(problem)
+
+
+def check_masks(masks, plan: EditPlan, node: str) -> torch.Tensor:
+    """One mask per plan object, or one such set per image of a batch (image-major, as the mask nodes give)."""
+    if masks is None or masks.ndim != 3 or masks.shape[0] == 0 or masks.shape[0] % len(plan):
+        count = 0 if masks is None else (masks.shape[0] if masks.ndim == 3 else 1)
+        raise NodeInputError(
+            f"{node}: got {count} object masks for {len(plan)} objects ({', '.join(plan.objects)}). "
+            "Connect the 'object_masks' output of a LeakFree Object Masks node built from the same edit plan "
+            "(one mask per object, or one set per image of a batch)."
+        )
+    return masks
+
+
+def check_model(model, plan: EditPlan, node: str) -> None:
+    expected = context_dim(model)
+    if expected is not None and expected != plan.context_dim:
+        raise NodeInputError(
+            f"{node}: the prompts were encoded for a {plan.family} model ({plan.context_dim}-d text features) "
+            f"but this model takes {expected}-d text features. Encode with the CLIP of the checkpoint you sample with."
+        )
+
+
+def check_mask_size(masks: torch.Tensor, latent: torch.Tensor, node: str) -> None:
+    (height, width), (rows, columns) = masks.shape[-2:], latent.shape[-2:]
+    if abs((height / width) / (rows / columns) - 1) > ASPECT_TOLERANCE:
+        raise NodeInputError(
+            f"{node}: the object masks are {width}x{height} px but the source latent is for a {8 * columns}x{8 * rows} px "
+            "image (another shape). Make the masks from the same image you VAE-encoded (resize or crop both alike)."
+        )
+
+
+def dilation_pixels(height: int, width: int, dilation_percent: float) -> int:
+    return dilation_radius(height, width, dilation_percent / 100.0)
+
+
+def finish_masks(masks: torch.Tensor, plan: EditPlan, dilation_percent: float, node: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check the count against the plan, binarise and dilate; returns (object masks, background)."""
+    if masks.shape[0] != len(plan):
+        raise NodeInputError(
+            f"{node}: got {masks.shape[0]} masks for {len(plan)} objects ({', '.join(plan.objects)}). "
+            "Give exactly one mask per edit line, in the same order."
+        )
+    height, width = masks.shape[-2:]
+    masks = dilate(binarize(masks), dilation_pixels(height, width, dilation_percent))
+    return masks, background_mask(masks)
