@@ -15,6 +15,10 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..masking import grounded_sam
+from ..masking.bert import BERT_FOLDER
+from ..masking.checkpoints import ModelFileError, is_transformers_folder
+from ..masking.grounding_dino import ObjectPhraseError, load_grounding_dino, load_transformers_grounding_dino
+from ..masking.sam import load_sam, load_transformers_sam
 from ..masking.ops import background_mask
 from ..masking.preview import labelled_preview
 from .errors import NodeInputError
@@ -22,7 +26,7 @@ from .sockets import CATEGORY
 
 log = logging.getLogger("LeakFreeEdit")
 
-DINO_FOLDER, SAM_FOLDER, BERT_FOLDER = "grounding-dino", "sams", grounded_sam.BERT_FOLDER
+DINO_FOLDER, SAM_FOLDER = "grounding-dino", "sams"
 MODEL_EXTENSIONS = {".pth", ".pt", ".bin", ".safetensors"}
 
 
@@ -52,19 +56,19 @@ def _transformers_folder(folder_name: str, path: str) -> Path | None:
     """The folder of ``path`` when it is a transformers-format model folder (config.json) below models/<folder_name>."""
     folder = Path(path).parent
     roots = {Path(p).resolve() for p in folder_paths.get_folder_paths(folder_name)}
-    return folder if grounded_sam.is_transformers_folder(folder) and folder.resolve() not in roots else None
+    return folder if is_transformers_folder(folder) and folder.resolve() not in roots else None
 
 
 def _load_detector(path: str):
     folder = _transformers_folder(DINO_FOLDER, path)
     if folder is not None:
-        return grounded_sam.load_transformers_folder(folder, "grounding-dino")
-    return grounded_sam.load_grounding_dino(path, folder_paths.get_folder_paths(BERT_FOLDER))
+        return load_transformers_grounding_dino(folder)
+    return load_grounding_dino(path, folder_paths.get_folder_paths(BERT_FOLDER))
 
 
 def _load_segmenter(path: str):
     folder = _transformers_folder(SAM_FOLDER, path)
-    return grounded_sam.load_transformers_folder(folder, "sam") if folder is not None else grounded_sam.load_sam(path)
+    return load_transformers_sam(folder) if folder is not None else load_sam(path)
 
 
 def load_model(kind: str, folder: str, name: str, node: str):
@@ -78,7 +82,7 @@ def load_model(kind: str, folder: str, name: str, node: str):
         _loaded.pop(kind, None)
         try:
             model = (_load_detector if kind == "detector" else _load_segmenter)(path)
-        except grounded_sam.ModelFileError as error:
+        except ModelFileError as error:
             raise NodeInputError(f"{node}: {error}") from None
         model.model.to(model_management.unet_offload_device())
         _loaded[kind] = (identity, model)
@@ -137,7 +141,7 @@ def grounded_sam_masks(image: torch.Tensor, objects: list[str], detector, segmen
         for number, picture in enumerate(image):
             try:
                 found, _, missing = grounded_sam.object_masks(picture, objects, detector, segmenter, dilation=radius, **options)
-            except grounded_sam.ObjectPhraseError as error:
+            except ObjectPhraseError as error:
                 where = f"image {number + 1} of {image.shape[0]}: " if image.shape[0] > 1 else ""
                 raise NodeInputError(f"{node}: {where}{error}") from None
             if missing:

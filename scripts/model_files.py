@@ -153,11 +153,11 @@ def write_vocab(out: Path) -> None:
     shutil.copyfile(shipped_vocab(), out)
 
 
-def _grounded_sam():
+def _grounding_dino():
     comfy_env.register_pack()
-    from leakfree_edit.masking import grounded_sam
+    from leakfree_edit.masking import bert, grounding_dino
 
-    return grounded_sam
+    return bert, grounding_dino
 
 
 def write_grounding_dino(out: Path) -> None:
@@ -169,13 +169,13 @@ def write_grounding_dino(out: Path) -> None:
     import torch
     from transformers import BertConfig
 
-    grounded_sam = _grounded_sam()
+    bert, grounding_dino = _grounding_dino()
     torch.manual_seed(4)
-    tokenizer = grounded_sam.load_bert_tokenizer(shipped_vocab().parent)
+    tokenizer = bert.load_bert_tokenizer(shipped_vocab().parent)
     with warnings.catch_warnings():  # timm's and torch's deprecation notices about groundingdino-py's code
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", UserWarning)
-        model = grounded_sam.build_grounding_dino("GroundingDINO_SwinT_OGC.py", tokenizer, BertConfig(**BERT_BASE_UNCASED))
+        model = grounding_dino.build_grounding_dino("GroundingDINO_SwinT_OGC.py", tokenizer, BertConfig(**BERT_BASE_UNCASED))
     state = {f"module.{k}": v for k, v in model.state_dict().items()}
     state["module.bert.embeddings.position_ids"] = torch.arange(BERT_BASE_UNCASED["max_position_embeddings"])[None]
     torch.save({"model": state}, out)

@@ -40,7 +40,7 @@ def tiny_bert_config():
 
 def small_grounding_dino(tokenizer, bert_config=None):
     """groundingdino-py's Swin-T model (the backbone is fixed) with 1 encoder / 2 decoder layers and 50 queries."""
-    from leakfree_edit.masking.grounded_sam import build_grounding_dino
+    from leakfree_edit.masking.grounding_dino import build_grounding_dino
 
     return build_grounding_dino(
         "GroundingDINO_SwinT_OGC.py", tokenizer, bert_config or tiny_bert_config(), enc_layers=1, dec_layers=2, num_queries=50
@@ -56,7 +56,7 @@ class FixedDetector:
         self.calls: list[list[str]] = []
 
     def detect(self, image, phrases, box_threshold, text_threshold):
-        from leakfree_edit.masking.grounded_sam import Detections
+        from leakfree_edit.masking.grounding_dino import Detections
 
         self.calls.append(list(phrases))
         boxes, labels, scores = [], [], []

@@ -6,25 +6,25 @@ from PIL import Image
 
 from leakfree_edit.tests._gsam_models import CallCounter, FixedDetector, shipped_vocab_dir, small_grounding_dino, tiny_bert_config, tiny_sam
 from leakfree_edit.attention.plan import EditPlan, ObjectEdit
-from leakfree_edit.masking import grounded_sam as gs
+from leakfree_edit.masking import bert as bert_module, grounded_sam as gs, grounding_dino as gd, sam
 from leakfree_edit.masking.ops import dilate
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return gs.load_bert_tokenizer(shipped_vocab_dir())
+    return bert_module.load_bert_tokenizer(shipped_vocab_dir())
 
 
 @pytest.fixture(scope="module")
 def dino(tokenizer):
     torch.manual_seed(0)
-    return gs.GroundingDinoDetector(small_grounding_dino(tokenizer), tokenizer, short_side=224)
+    return gd.GroundingDinoDetector(small_grounding_dino(tokenizer), tokenizer, short_side=224)
 
 
 @pytest.fixture(scope="module")
 def segmenter():
     torch.manual_seed(0)
-    return gs.SamSegmenter(tiny_sam())
+    return sam.SamSegmenter(tiny_sam())
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def plan(*objects):
 
 def test_caption_spans_are_each_phrases_own_tokens(tokenizer):
     phrases = ["wolf", "full moon", "brown-colored goat", "man's red t-shirt"]
-    caption, spans = gs.caption_with_spans(tokenizer, phrases)
+    caption, spans = gd.caption_with_spans(tokenizer, phrases)
     ids = tokenizer(caption)["input_ids"]
     dot = tokenizer.convert_tokens_to_ids(".")
     for phrase, (start, end) in zip(phrases, spans):
@@ -65,7 +65,7 @@ def test_assign_boxes_uses_each_phrases_tokens_and_both_thresholds():
     scores[2, 1] = 0.3  # below box_threshold
     scores[3, 2] = 0.9  # only the '.' between phrases: no phrase scores above text_threshold
     scores[4, 3], scores[4, 1] = 0.7, 0.5  # both phrases, "full moon" higher
-    index, labels, best = gs.assign_boxes(scores, spans, box_threshold=0.45, text_threshold=0.4)
+    index, labels, best = gd.assign_boxes(scores, spans, box_threshold=0.45, text_threshold=0.4)
     assert index.tolist() == [0, 1, 4]
     assert labels.tolist() == [0, 1, 1]
     assert torch.allclose(best, torch.tensor([0.9, 0.8, 0.7]))
@@ -93,7 +93,7 @@ def test_masks_follow_plan_order_and_a_missing_object_never_takes_anothers_mask(
     bird = segmenter.segment(image, torch.tensor(bird_box, dtype=torch.float32))[0].float()
     assert not torch.equal(cat, bird)
 
-    with pytest.raises(gs.ObjectPhraseError, match="'dog'"):
+    with pytest.raises(gd.ObjectPhraseError, match="'dog'"):
         gs.object_masks(photo, ["Cat", "dog", "bird"], detector, segmenter, on_missing="error")
     masks, _, missing = gs.object_masks(photo, ["Cat", "dog", "bird"], detector, segmenter, on_missing="unmasked")
     assert missing == ["dog"]
@@ -148,9 +148,9 @@ def test_detector_matches_groundingdino_py_reference_predict(photo, dino):
     from groundingdino.util.inference import predict
 
     phrases = ["cat", "full moon", "tree"]
-    caption, _ = gs.caption_with_spans(dino.tokenizer, phrases)
+    caption, _ = gd.caption_with_spans(dino.tokenizer, phrases)
     torch.manual_seed(0)
-    reference_boxes, reference_scores, _ = predict(dino.model, gs.dino_input(photo, 224), caption, 0.0, 0.0, device="cpu")
+    reference_boxes, reference_scores, _ = predict(dino.model, gd.dino_input(photo, 224), caption, 0.0, 0.0, device="cpu")
     threshold = float(reference_scores.median())
     kept = reference_boxes[reference_scores > threshold]
 
@@ -163,34 +163,38 @@ def test_detector_matches_groundingdino_py_reference_predict(photo, dino):
     assert set(ours.labels.tolist()) <= {0, 1, 2}
 
 
-def test_bert_helpers_restored_when_transformers_lacks_them(monkeypatch, tokenizer):
-    """transformers 5 dropped three BertModel helpers groundingdino-py calls; ours must give the same outputs."""
-    from groundingdino.models.GroundingDINO.bertwarper import BertModelWarper
+def test_text_encoder_reads_each_phrase_alone_as_transformers_bert_does(tokenizer):
+    """Grounding-DINO's per-phrase attention blocks through the pack's text encoder equal transformers' own BERT run
+    on each block alone (the blocks and their restarting positions from groundingdino-py's own mask builder)."""
+    from groundingdino.models.GroundingDINO.bertwarper import generate_masks_with_special_tokens_and_transfer_map
     from transformers import BertModel
 
-    names = ("get_extended_attention_mask", "invert_attention_mask", "get_head_mask")
     torch.manual_seed(0)
     bert = BertModel(tiny_bert_config()).eval()
     tokens = tokenizer(["wolf . full moon ."], return_tensors="pt")
-    length = tokens["input_ids"].shape[1]
-    attention = torch.tril(torch.ones(1, length, length, dtype=torch.long))  # Grounding-DINO passes 3-D masks
+    special = tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]", ".", "?"])
+    blocks_mask, positions, _ = generate_masks_with_special_tokens_and_transfer_map(tokens, special, tokenizer)
     with torch.no_grad():
-        reference = BertModelWarper(bert)(input_ids=tokens["input_ids"], attention_mask=attention)["last_hidden_state"]
-    try:
-        for name in names:
-            for owner in BertModel.__mro__:
-                if name in vars(owner):
-                    monkeypatch.delattr(owner, name)
-        with pytest.raises(AttributeError):
-            BertModelWarper(bert)
-        gs.ensure_bert_mask_helpers()
-        with torch.no_grad():
-            restored = BertModelWarper(bert)(input_ids=tokens["input_ids"], attention_mask=attention)["last_hidden_state"]
-    finally:
-        for name in names:
-            if name in vars(BertModel):
-                delattr(BertModel, name)
-    assert torch.allclose(restored, reference, atol=1e-6)
+        out = bert_module.GroundingDinoText(bert)(input_ids=tokens["input_ids"], attention_mask=blocks_mask,
+                                                  token_type_ids=tokens["token_type_ids"], position_ids=positions)
+        blocks = {tuple(row.nonzero().flatten().tolist()) for row in blocks_mask[0]}
+        assert len(blocks) >= 4  # [CLS], "wolf .", "full moon .", [SEP]
+        for block in map(torch.tensor, blocks):
+            alone = bert(input_ids=tokens["input_ids"][:, block], token_type_ids=tokens["token_type_ids"][:, block],
+                         position_ids=positions[:, block]).last_hidden_state
+            assert torch.allclose(out["last_hidden_state"][0, block], alone[0], atol=1e-5)
+
+
+def test_building_a_detector_changes_neither_transformers_nor_groundingdino(dino):
+    """The build hands groundingdino-py the local tokenizer and BERT without leaving anything changed behind it."""
+    from groundingdino.util import get_tokenlizer
+    from transformers import BertModel
+
+    assert isinstance(dino.model.bert, bert_module.GroundingDinoText)
+    assert get_tokenlizer.get_tokenlizer.__module__ == get_tokenlizer.__name__
+    assert get_tokenlizer.get_pretrained_language_model.__module__ == get_tokenlizer.__name__
+    assert not any(hasattr(BertModel, name) and name in vars(BertModel)
+                   for name in ("get_extended_attention_mask", "invert_attention_mask", "get_head_mask"))
 
 
 # ----------------------------------------------------------------------------- the node
@@ -241,7 +245,7 @@ def test_many_boxes_are_decoded_in_bounded_batches(monkeypatch):
     """Hundreds of boxes (a loose threshold, a field of flowers) go through SAM's decoder a batch at a time."""
     import numpy as np
 
-    from leakfree_edit.masking.grounded_sam import SamSegmenter
+    from leakfree_edit.masking.sam import SamSegmenter
     from leakfree_edit.tests._gsam_models import tiny_sam
 
     segmenter = SamSegmenter(tiny_sam())

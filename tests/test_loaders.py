@@ -10,7 +10,7 @@ import torch
 from leakfree_edit.tests._gsam_models import (CallCounter, save_tiny_transformers_grounding_dino, save_tiny_transformers_sam,
                                               shipped_vocab_dir, small_grounding_dino, tiny_sam)
 from leakfree_edit.attention.plan import EditPlan, ObjectEdit
-from leakfree_edit.masking import grounded_sam as gs
+from leakfree_edit.masking import bert, grounded_sam as gs, grounding_dino as gd, sam
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def sam_vit_b_file(models_dir):
 @pytest.fixture(scope="module")
 def dino_file(models_dir):
     """groundingdino-py's layout: {"model": state dict} with DataParallel's "module." prefix (Swin-T, small BERT)."""
-    tokenizer = gs.load_bert_tokenizer(shipped_vocab_dir())
+    tokenizer = bert.load_bert_tokenizer(shipped_vocab_dir())
     torch.manual_seed(0)
     model = small_grounding_dino(tokenizer)
     path = models_dir / "grounding-dino" / "groundingdino_swint_ogc.pth"
@@ -97,24 +97,25 @@ def test_grounding_dino_checkpoint_loads_with_local_vocabulary(loaders, dino_fil
     assert detector.tokenizer.tokenize("brown-colored goat") == ["brown", "-", "colored", "goat"]
 
 
+def assert_refused(loader, path, message: str) -> None:
+    """``loader`` refuses the file just written at ``path`` with an error matching ``message``; the file is removed."""
+    try:
+        with pytest.raises(ValueError, match=message):
+            loader.execute(path.name)
+    finally:
+        path.unlink()
+
+
 def test_truncated_file_gives_a_clear_error(loaders, sam_vit_b_file):
     broken = sam_vit_b_file.with_name("sam_vit_b_01ec64.pth")
     broken.write_bytes(sam_vit_b_file.read_bytes()[: 1 << 20])
-    try:
-        with pytest.raises(ValueError, match=r"^SAM Loader \(LeakFree\): cannot read 'sam_vit_b_01ec64.pth'.*download it again"):
-            loaders.SAMLoader.execute(broken.name)
-    finally:
-        broken.unlink()
+    assert_refused(loaders.SAMLoader, broken, r"^SAM Loader \(LeakFree\): cannot read 'sam_vit_b_01ec64.pth'.*download it again")
 
 
 def test_wrong_model_in_a_loader_says_what_was_expected(loaders, sam_vit_b_file, models_dir):
     wrong = models_dir / "grounding-dino" / "not_dino.pth"
     shutil.copy(sam_vit_b_file, wrong)
-    try:
-        with pytest.raises(ValueError, match=r"^Grounding-DINO Loader \(LeakFree\): 'not_dino.pth' is not a groundingdino-py"):
-            loaders.GroundingDinoLoader.execute(wrong.name)
-    finally:
-        wrong.unlink()
+    assert_refused(loaders.GroundingDinoLoader, wrong, r"^Grounding-DINO Loader \(LeakFree\): 'not_dino.pth' is not a groundingdino-py")
 
 
 def test_mismatched_tensors_are_named(loaders, models_dir):
@@ -122,21 +123,13 @@ def test_mismatched_tensors_are_named(loaders, models_dir):
     state["image_encoder.patch_embed.proj.weight"] = torch.zeros(768, 3, 16, 16)  # claims vit_b, is not
     path = models_dir / "sams" / "odd_sam.pth"
     torch.save(state, path)
-    try:
-        with pytest.raises(ValueError, match=r"SAM Loader \(LeakFree\): 'odd_sam.pth' does not match.*missing: "):
-            loaders.SAMLoader.execute(path.name)
-    finally:
-        path.unlink()
+    assert_refused(loaders.SAMLoader, path, r"SAM Loader \(LeakFree\): 'odd_sam.pth' does not match.*missing: ")
 
 
 def test_pickled_code_is_refused(loaders, models_dir):
     path = models_dir / "sams" / "pickled.pth"
     torch.save({"model": os.system}, path)  # the classic payload: a callable that unpickling would import
-    try:
-        with pytest.raises(ValueError, match=r"SAM Loader \(LeakFree\): cannot read 'pickled.pth'"):
-            loaders.SAMLoader.execute(path.name)
-    finally:
-        path.unlink()
+    assert_refused(loaders.SAMLoader, path, r"SAM Loader \(LeakFree\): cannot read 'pickled.pth'")
 
 
 def test_missing_bert_vocabulary_names_the_folder_and_file(loaders, detection, dino_file, models_dir, monkeypatch):
@@ -154,7 +147,7 @@ def test_bert_vocabulary_is_found_in_the_local_hugging_face_cache(tmp_path):
     snapshot.mkdir(parents=True)
     (snapshot / "vocab.txt").write_text("[PAD]\n")
     assert constants.HF_HUB_CACHE == str(tmp_path / "hub")
-    assert gs.find_bert_tokenizer(gs.bert_search_dirs([tmp_path / "nothing"])) == snapshot
+    assert bert.find_bert_tokenizer(bert.bert_search_dirs([tmp_path / "nothing"])) == snapshot
 
 
 def test_transformers_folders_load_through_the_same_loaders(loaders, detection, models_dir):
@@ -164,7 +157,7 @@ def test_transformers_folders_load_through_the_same_loaders(loaders, detection, 
     save_tiny_transformers_grounding_dino(models_dir / "grounding-dino" / "hf-grounding-dino")
     (segmenter,) = loaders.SAMLoader.execute("hf-sam/model.safetensors")
     (detector,) = loaders.GroundingDinoLoader.execute("hf-grounding-dino/model.safetensors")
-    assert isinstance(segmenter, gs.TransformersSam) and isinstance(detector, gs.TransformersGroundingDino)
+    assert isinstance(segmenter, sam.TransformersSam) and isinstance(detector, gd.TransformersGroundingDino)
 
     image = torch.rand(120, 200, 3)
     detections = detector.detect(image, ["cat", "full moon"], box_threshold=0.0, text_threshold=0.0)
@@ -202,7 +195,7 @@ def test_nodes_never_open_a_network_connection(loaders, detection, sam_vit_b_fil
     segmenter.model.image_encoder.pos_embed.data = segmenter.model.image_encoder.pos_embed.data[:, :16, :16]
     segmenter.model.prompt_encoder.image_embedding_size = (16, 16)
     segmenter.model.prompt_encoder.input_image_size = (256, 256)
-    segmenter.predictor = gs.SamSegmenter(segmenter.model).predictor
+    segmenter.predictor = sam.SamSegmenter(segmenter.model).predictor
     image = Image.open(example_inputs / "artificial_img01.jpg").convert("RGB").resize((128, 128))
     pixels = torch.from_numpy(np.asarray(image).astype(np.float32) / 255.0)[None]
     plan = EditPlan(edits=(ObjectEdit("tree", "golden tree"), ObjectEdit("couch", "red couch")))

@@ -122,10 +122,10 @@ def test_lora_matches_every_key_and_changes_the_output(checkpoint, written, comf
 
 
 def test_grounding_dino_loads_with_the_pack_loader(written):
-    from leakfree_edit.masking import grounded_sam
+    from leakfree_edit.masking import grounding_dino, sam
 
     models, paths = written
-    detector = grounded_sam.load_grounding_dino(paths["grounding-dino"], [models / "bert-base-uncased"])
+    detector = grounding_dino.load_grounding_dino(paths["grounding-dino"], [models / "bert-base-uncased"])
     bert = detector.model.bert.config
     assert (bert.vocab_size, bert.hidden_size, bert.num_hidden_layers, bert.intermediate_size) == (30522, 768, 12, 3072)
     assert detector.model.transformer.num_queries == 900
@@ -135,9 +135,9 @@ def test_grounding_dino_loads_with_the_pack_loader(written):
 
 
 def test_sam_loads_with_the_pack_loader(written):
-    from leakfree_edit.masking import grounded_sam
+    from leakfree_edit.masking import grounding_dino, sam
 
-    segmenter = grounded_sam.load_sam(written[1]["sams"])
+    segmenter = sam.load_sam(written[1]["sams"])
     assert segmenter.model.image_encoder.patch_embed.proj.weight.shape == (768, 3, 16, 16)  # vit_b
     assert len(segmenter.model.image_encoder.blocks) == 12
 

@@ -46,7 +46,7 @@ def outputs(nodes: dict, models) -> dict[str, dict]:
     """Name -> fingerprint of every recorded output."""
     from leakfree_edit.tests._editing import EDITS, encode, object_masks
     from leakfree_edit.tests._gsam_models import FixedDetector, tiny_sam
-    from leakfree_edit.masking.grounded_sam import SamSegmenter
+    from leakfree_edit.masking.sam import SamSegmenter
 
     out: dict[str, torch.Tensor] = {}
     clip, unet = models.clip(), models.unet()
