@@ -122,7 +122,7 @@ def test_lora_matches_every_key_and_changes_the_output(checkpoint, written, comf
 
 
 def test_grounding_dino_loads_with_the_pack_loader(written):
-    from leakfree_edit.masking import grounding_dino, sam
+    from leakfree_edit.masking import grounding_dino
 
     models, paths = written
     detector = grounding_dino.load_grounding_dino(paths["grounding-dino"], [models / "bert-base-uncased"])
@@ -135,7 +135,7 @@ def test_grounding_dino_loads_with_the_pack_loader(written):
 
 
 def test_sam_loads_with_the_pack_loader(written):
-    from leakfree_edit.masking import grounding_dino, sam
+    from leakfree_edit.masking import sam
 
     segmenter = sam.load_sam(written[1]["sams"])
     assert segmenter.model.image_encoder.patch_embed.proj.weight.shape == (768, 3, 16, 16)  # vit_b
