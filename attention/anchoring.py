@@ -16,7 +16,9 @@ region bias left out, so the loss sees where the latent itself puts the object):
 
 Update (normalised gradient descent, step proportional to the noise level):
     x <- x - strength * sigma * g / rms(g),   g = dL/dx,
-the same step applied to every CFG chunk of the batch so cond and uncond see one latent.
+the same step applied to every CFG chunk of the batch so cond and uncond see one latent. Inside the dual
+branch (a guider's branch layout in the call) only the target branch's chunks take the step: the source
+branch stays on the source, and DDCM's x0_hat carries the shift (it would cancel a step shared by both).
 
 Pure torch: the wrapper takes ComfyUI's ``apply_model`` as a callable.
 """
@@ -29,6 +31,7 @@ import torch
 
 from ..masking.from_attention import object_maps
 from .region_attention import PROGRAM_KEY, SigmaWindow
+from .self_attention import LAYOUT_KEY
 
 
 def anchoring_loss(records: list[tuple[torch.Tensor, torch.Tensor]], eps: float = 1e-8) -> torch.Tensor:
@@ -173,6 +176,11 @@ class LatentAnchoring:
     def anchor(self, run, args, sigma: float, program, model) -> tuple[torch.Tensor, float | None]:
         """``iterations`` normalised gradient steps on the latent; returns it and the loss before them."""
         x, chunks, first = args["input"], len(args["cond_or_uncond"]), None
+        layout = args["c"].get("transformer_options", {}).get(LAYOUT_KEY)
+        moved = torch.ones(chunks, dtype=torch.bool)  # the chunks that share the latent being guided
+        if layout is not None:
+            moved = torch.zeros(chunks, dtype=torch.bool)
+            moved[(layout.branch.cpu() // (x.shape[0] // chunks)).unique()] = True
         with torch.inference_mode(False), torch.enable_grad(), differentiable_weights(model), fresh_program_cache(program):
             call_args, latent = normal_tensors(args), x.detach().clone()
             for _ in range(self.iterations):
@@ -180,9 +188,11 @@ class LatentAnchoring:
                 if grad is None:  # no target rows in this call
                     return x, None
                 first = loss if first is None else first
-                grad = grad.view(chunks, -1, *grad.shape[1:]).sum(dim=0).repeat(chunks, *[1] * (grad.ndim - 1))
-                step = self.strength * sigma * grad / grad.pow(2).mean().sqrt().clamp_min(1e-12)
-                latent = (latent - step).detach()
+                grad = grad.view(chunks, -1, *grad.shape[1:])
+                shared = grad[moved].sum(dim=0)
+                step = torch.zeros_like(grad)
+                step[moved] = self.strength * sigma * shared / shared.pow(2).mean().sqrt().clamp_min(1e-12)
+                latent = (latent - step.flatten(0, 1)).detach()
         return latent.to(x.dtype), first
 
     def loss_and_gradient(self, run, latent, call_args) -> tuple[float, torch.Tensor | None]:

@@ -17,6 +17,8 @@ Pure torch; no ComfyUI imports.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .self_attention import BranchLayout, StructureLock
@@ -77,6 +79,39 @@ def blend_background(x0_hat: torch.Tensor, x0: torch.Tensor, background: torch.T
     return background * x0 + (1 - background) * x0_hat
 
 
+STARTS = ("noise", "img2img")
+BLEND_RULES = ("ale", "exact")
+
+
+@dataclass(frozen=True)
+class BackgroundBlending:
+    """Where and when the guider keeps the source's background: ``mask`` ``[I, 1, h, w]`` (1 = keep the source; one per
+    image of the batch, or one for all), applied to x0_hat while the step's sigma > ``sigma_end``, following ``rule``.
+
+    ``ale``: ALE-Edit's code (``pipeline_ead.py``, ``attention_control.py``) blends x_t after every step but the first
+    (``i > 0``) and decodes the last step's pred_x0 unblended, i.e. it blends x0_hat of the steps 1 .. steps - 2.
+    ``exact``: every step, the last included, so the background of the result is the source latent exactly.
+    """
+
+    mask: torch.Tensor
+    rule: str = "ale"
+    sigma_end: float = 0.0
+
+    def __post_init__(self):
+        if self.rule not in BLEND_RULES:
+            raise ValueError(f"background blend rule must be one of {BLEND_RULES}, got {self.rule!r}")
+
+    def blends(self, step: int, steps: int, sigma: float) -> bool:
+        if sigma <= self.sigma_end:
+            return False
+        return self.rule == "exact" or 0 < step < steps - 1
+
+
+def step_index(sigmas: torch.Tensor, sigma: float) -> int:
+    """The index of the step whose sigma is ``sigma`` in a run's ``sigmas`` (the nearest one)."""
+    return int((sigmas[:-1] - sigma).abs().argmin())
+
+
 def lock_active(step: int, steps: int, schedule: float) -> bool:
     """ALE-Edit's self-attention injection: on while (step + 1) / steps < schedule."""
     return (step + 1) / steps < schedule
@@ -96,13 +131,16 @@ def branch_layout(slots: list[int], rows: int, device=None) -> BranchLayout:
     """Batch rows of each target chunk and of its CFG half's source chunk, for one UNet call.
 
     ``slots`` is the condition slot of each chunk in batch order (ComfyUI's ``cond_or_uncond``),
-    each chunk ``rows`` rows long. Target chunks whose source chunk is not in the call are left out.
+    each chunk ``rows`` rows long. Target chunks whose source chunk is not in the call are left
+    out of the lock's pairs (but not of ``branch``).
     """
     position = {slot: index for index, slot in enumerate(slots)}
+    chunk = lambda slot: list(range(position[slot] * rows, (position[slot] + 1) * rows)) if slot in position else []
     target, source = [], []
     for target_slot, source_slot in SOURCE_OF.items():
         if target_slot in position and source_slot in position:
-            target += range(position[target_slot] * rows, (position[target_slot] + 1) * rows)
-            source += range(position[source_slot] * rows, (position[source_slot] + 1) * rows)
+            target += chunk(target_slot)
+            source += chunk(source_slot)
     as_rows = lambda r: torch.tensor(r, dtype=torch.long, device=device)
-    return BranchLayout(target=as_rows(target), source=as_rows(source))
+    return BranchLayout(target=as_rows(target), source=as_rows(source), branch=as_rows(chunk(TARGET_COND) + chunk(TARGET_UNCOND)),
+                        conditional=as_rows(chunk(TARGET_COND)))

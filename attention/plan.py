@@ -19,6 +19,7 @@ class EditPlanError(ValueError):
 class ObjectEdit:
     source: str  # the object as it is in the image ("wolf"): what the mask nodes look for
     target: str  # what it becomes ("brown-colored goat")
+    line: int = 0  # its line in the edit list (1-based), for messages
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class EditPlan:
     @property
     def targets(self) -> list[str]:
         return [e.target for e in self.edits]
+
+    @property
+    def lines(self) -> list[int]:
+        return [e.line for e in self.edits]
 
     @property
     def source_prompt(self) -> str:
@@ -77,7 +82,7 @@ def parse_edits(text: str, node: str = "Object-Restricted Encode") -> tuple[Obje
                 f"{node}: line {number} ({line!r}) must have exactly one non-empty source and target, "
                 "as in 'moon -> moon made of gold'."
             )
-        edits.append(ObjectEdit(source, target))
+        edits.append(ObjectEdit(source, target, number))
     if not edits:
         raise EditPlanError(
             f"{node}: the edit list is empty. Add one line per object, e.g. 'wolf -> brown-colored goat'."

@@ -70,12 +70,13 @@ class TokenRebalance(SigmaWindow):
 def biased_rows(extra_options: dict, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows the binding applies to, each row's image index in the latent batch).
 
-    The dual branch's target rows when a guider hands over its layout, else every row of the
-    conditional chunks; unconditional chunks (``cond_or_uncond`` 1) keep their plain logits.
+    The conditional rows of the target: inside the dual branch the rows of its target-cond chunk
+    (from the layout the guider hands over), elsewhere every row of the conditional chunks.
+    Unconditional rows keep their plain logits.
     """
     layout = extra_options.get(LAYOUT_KEY)
     if layout is not None:
-        rows = layout.target.to(device)
+        rows = layout.conditional.to(device)
         return rows, torch.arange(rows.numel(), device=device)
     chunks = extra_options.get("cond_or_uncond")
     if not chunks:

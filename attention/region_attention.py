@@ -87,6 +87,7 @@ class CrossAttentionRegions(SigmaWindow):
     spans: tuple[tuple[int, int], ...]
     masks: torch.Tensor  # [I*N, H, W] in [0, 1], any resolution: one set of N for all images, or one per image
     strict: bool = False
+    resize: str = "nearest"  # how the masks reach each layer's grid (masking.ops.resize_masks): ALE-Edit's nearest, or area
 
     @property
     def tokens(self) -> int:
@@ -136,7 +137,8 @@ class RegionAttentionProgram:
 
     def layer_masks(self, height: int, width: int, device) -> torch.Tensor:
         """The object masks at one layer's grid, binary ``[I, N, h, w]`` (I mask sets), resized once per size."""
-        build = lambda: resize_masks(self.cross.masks.to(device=device, dtype=torch.float32), height, width).view(-1, self.cross.count, height, width)
+        masks = lambda: self.cross.masks.to(device=device, dtype=torch.float32)
+        build = lambda: resize_masks(masks(), height, width, self.cross.resize).view(-1, self.cross.count, height, width)
         return self.cached(("masks", height, width, device), build)
 
     def text_tokens(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

@@ -28,13 +28,17 @@ LAYOUT_KEY = "leakfree_edit_layout"
 
 @dataclass(frozen=True)
 class BranchLayout:
-    """Which batch rows of one UNet call are target rows and which source row each one copies.
+    """The batch rows of one UNet call of the dual branch.
 
-    ``target[i]`` takes its queries and keys from ``source[i]`` while the structure lock is on.
+    ``target[i]`` takes its queries and keys from ``source[i]`` while the structure lock is on;
+    ``branch`` are all rows of the target branch (its cond and uncond chunks), ``conditional`` the
+    rows of its conditional chunk: the rows the region terms act on.
     """
 
     target: torch.Tensor  # long [R]
     source: torch.Tensor  # long [R]
+    branch: torch.Tensor  # long [B]
+    conditional: torch.Tensor  # long [C]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ def inner_tokens(window: list[tuple], end_token: int) -> list[tuple]:
 
 
 def build_base_window(
-    pieces: list[list[tuple]], joiner: list[tuple], empty_window: list[tuple], node: str
+    pieces: list[list[tuple]], joiner: list[tuple], empty_window: list[tuple], node: str, what: str = "target"
 ) -> tuple[list[tuple], list[tuple[int, int]], int]:
     """Join object token lists with the joiner tokens into one padded window.
 
@@ -36,8 +36,8 @@ def build_base_window(
     length = len(empty_window)
     if len(window) + 1 > length:
         raise EditPlanError(
-            f"{node}: the target prompt joined with '{JOINER.strip()}' is {len(window) - 1} tokens; "
-            f"at most {length - 2} fit one CLIP window. Shorten the target prompts or edit fewer objects at once."
+            f"{node}: the {what} prompts joined with '{JOINER.strip()}' are {len(window) - 1} tokens; "
+            f"at most {length - 2} fit one CLIP window. Shorten the {what} prompts or edit fewer objects at once."
         )
     eos_index = len(window)
     window.append(eos)
@@ -45,12 +45,14 @@ def build_base_window(
     return window, spans, eos_index
 
 
-def plan_windows(tokenize, texts: list[str], node: str) -> tuple[dict, list[tuple[int, int]], int]:
+def plan_windows(tokenize, texts: list[str], node: str, lines: list[int] | None = None,
+                 what: str = "target") -> tuple[dict, list[tuple[int, int]], int]:
     """Windows ``{key: [base, object_1..N, empty]}`` for one text encoder call, plus spans and base EOS.
 
-    ``tokenize(text)`` is ComfyUI's ``clip.tokenize``. Spans agree across the
-    encoders of one model (SDXL's two CLIPs share the BPE vocabulary); if they
-    ever did not, ORE would be ill-defined, so that is an error.
+    ``tokenize(text)`` is ComfyUI's ``clip.tokenize``; ``lines`` are the texts' edit-list lines and
+    ``what`` ("target" or "source") names them in messages. Spans agree across the encoders of one
+    model (SDXL's two CLIPs share the BPE vocabulary); if they ever did not, ORE would be ill-defined,
+    so that is an error.
     """
     empty = tokenize("")
     joiner = tokenize(JOINER.strip())
@@ -59,12 +61,15 @@ def plan_windows(tokenize, texts: list[str], node: str) -> tuple[dict, list[tupl
     for key, (empty_window, *_) in empty.items():
         end_token = empty_window[1][0]
         own_windows = []
-        for text, tokenized in zip(texts, objects):
-            if len(tokenized[key]) > 1 or len(inner_tokens(tokenized[key][0], end_token)) > len(empty_window) - 2:
-                raise EditPlanError(f"{node}: the target prompt {text!r} does not fit one CLIP window; shorten it.")
+        for number, (text, tokenized) in enumerate(zip(texts, objects)):
+            count = sum(len(inner_tokens(window, end_token)) for window in tokenized[key])
+            if count > len(empty_window) - 2:
+                where = f"line {lines[number]}: " if lines else ""
+                raise EditPlanError(f"{node}: {where}the {what} prompt {text!r} is {count} tokens; at most {len(empty_window) - 2} "
+                                    "fit one CLIP window. Shorten it.")
             own_windows.append(tokenized[key][0])
         pieces = [inner_tokens(w, end_token) for w in own_windows]
-        base, key_spans, key_eos = build_base_window(pieces, inner_tokens(joiner[key][0], end_token), empty_window, node)
+        base, key_spans, key_eos = build_base_window(pieces, inner_tokens(joiner[key][0], end_token), empty_window, node, what)
         if spans is not None and (key_spans, key_eos) != (spans, eos_index):
             raise EditPlanError(f"{node}: the text encoders of this CLIP tokenize the prompts differently; ORE needs one token layout.")
         spans, eos_index = key_spans, key_eos

@@ -8,12 +8,11 @@ import torch
 
 from ..attention.ore import OreEmbeddings
 from ..attention.plan import EditPlan
-from ..masking.ops import background_mask, binarize, dilate, dilation_radius
+from ..masking.quality import aspect_mismatch
 from .errors import NodeInputError
 from .patching import context_dim
 
 ORE_KEY = "leakfree_ore"  # where the payload rides in the target conditioning's options
-ASPECT_TOLERANCE = 0.05  # masks may be drawn at any resolution of the same picture
 
 
 @dataclass(frozen=True)
@@ -80,24 +79,8 @@ def check_model(model, plan: EditPlan, node: str) -> None:
 
 def check_mask_size(masks: torch.Tensor, latent: torch.Tensor, node: str) -> None:
     (height, width), (rows, columns) = masks.shape[-2:], latent.shape[-2:]
-    if abs((height / width) / (rows / columns) - 1) > ASPECT_TOLERANCE:
+    if aspect_mismatch((height, width), (rows, columns)):
         raise NodeInputError(
             f"{node}: the object masks are {width}x{height} px but the source latent is for a {8 * columns}x{8 * rows} px "
             "image (another shape). Make the masks from the same image you VAE-encoded (resize or crop both alike)."
         )
-
-
-def dilation_pixels(height: int, width: int, dilation_percent: float) -> int:
-    return dilation_radius(height, width, dilation_percent / 100.0)
-
-
-def finish_masks(masks: torch.Tensor, plan: EditPlan, dilation_percent: float, node: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check the count against the plan, binarise and dilate; returns (object masks, background)."""
-    if masks.shape[0] != len(plan):
-        raise NodeInputError(
-            f"{node}: got {masks.shape[0]} masks for {len(plan)} objects ({', '.join(plan.objects)}). "
-            "Give exactly one mask per edit line, in the same order."
-        )
-    height, width = masks.shape[-2:]
-    masks = dilate(binarize(masks), dilation_pixels(height, width, dilation_percent))
-    return masks, background_mask(masks)

@@ -2,7 +2,6 @@
 and the per-image Grounded-SAM loop with its progress bar."""
 from __future__ import annotations
 
-import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,17 +13,17 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import io
 
+from ..attention.plan import EditPlan
 from ..masking import grounded_sam
 from ..masking.bert import BERT_FOLDER
 from ..masking.checkpoints import ModelFileError, is_transformers_folder
 from ..masking.grounding_dino import ObjectPhraseError, load_grounding_dino, load_transformers_grounding_dino
-from ..masking.sam import load_sam, load_transformers_sam
 from ..masking.ops import background_mask
-from ..masking.preview import labelled_preview
+from ..masking.sam import load_sam, load_transformers_sam
+from ..masking.quality import mask_problems
 from .errors import NodeInputError
+from .object_masks import finish_object_masks, object_names
 from .sockets import CATEGORY
-
-log = logging.getLogger("LeakFreeEdit")
 
 DINO_FOLDER, SAM_FOLDER = "grounding-dino", "sams"
 MODEL_EXTENSIONS = {".pth", ".pt", ".bin", ".safetensors"}
@@ -130,24 +129,27 @@ def models_on_device(*wrappers):
         model_management.soft_empty_cache()
 
 
-def grounded_sam_masks(image: torch.Tensor, objects: list[str], detector, segmenter, options: dict, radius: int, node: str):
-    """Object masks ``[images x objects, H, W]``, backgrounds ``[images, H, W]`` and labelled previews, image by image.
+def grounded_sam_masks(image: torch.Tensor, plan: EditPlan, detector, segmenter, options: dict, radius: int, overlap: str, node: str):
+    """Object masks ``[images x objects, H, W]``, backgrounds ``[images, H, W]``, labelled previews and warnings, image by image.
 
     ``options``: box_threshold, text_threshold, instances, on_missing (see masking.grounded_sam.object_masks).
     """
     progress = comfy.utils.ProgressBar(image.shape[0])
-    masks, backgrounds, previews = [], [], []
+    masks, backgrounds, previews, warnings = [], [], [], []
     with models_on_device(detector, segmenter):
         for number, picture in enumerate(image):
+            where = f"image {number + 1} of {image.shape[0]}: " if image.shape[0] > 1 else ""
             try:
-                found, _, missing = grounded_sam.object_masks(picture, objects, detector, segmenter, dilation=radius, **options)
+                found = grounded_sam.object_masks(picture, plan.objects, detector, segmenter, dilation=radius, **options)
             except ObjectPhraseError as error:
-                where = f"image {number + 1} of {image.shape[0]}: " if image.shape[0] > 1 else ""
                 raise NodeInputError(f"{node}: {where}{error}") from None
-            if missing:
-                log.warning("%s: %s not found; edited without a region mask (everywhere the other objects are not).", node, ", ".join(missing))
-            masks.append(found)
-            backgrounds.append(background_mask(found))
-            previews.append(labelled_preview(picture, found, [f"{o} (unmasked)" if o in missing else o for o in objects]))
+            problems = [f"{', '.join(found.missing)} not found: edited without a region mask (everywhere the other objects are not)."] \
+                if found.missing else []
+            errors, alike = mask_problems(found.masks, object_names(plan))
+            resolved, preview, image_warnings = finish_object_masks(found.masks, plan, overlap, picture, found.notes, problems + errors + alike)
+            warnings += [where + warning for warning in image_warnings]
+            masks.append(resolved)
+            backgrounds.append(background_mask(resolved))
+            previews.append(preview)
             progress.update_absolute(number + 1)
-    return torch.cat(masks), torch.cat(backgrounds), torch.stack(previews)
+    return torch.cat(masks), torch.cat(backgrounds), torch.stack(previews), warnings

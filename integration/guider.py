@@ -10,8 +10,8 @@ import comfy.model_sampling
 import comfy.samplers
 
 from ..attention.dual_branch import (
-    SOURCE_COND, SOURCE_OF, SOURCE_SLOTS, SOURCE_UNCOND, TARGET_COND, TARGET_UNCOND, blend_background, branch_layout,
-    ddcm_target_x0, source_branch_latent, structure_lock,
+    SOURCE_COND, SOURCE_OF, SOURCE_SLOTS, SOURCE_UNCOND, TARGET_COND, TARGET_UNCOND, BackgroundBlending, blend_background,
+    branch_layout, ddcm_target_x0, source_branch_latent, step_index, structure_lock,
 )
 from ..attention.region_attention import PROGRAM_KEY
 from ..attention.self_attention import LAYOUT_KEY, StructureLock
@@ -24,6 +24,7 @@ class _Run:
     """What one sampling run of the guider tracks between model calls."""
 
     lock: StructureLock | None  # the structure lock's sigma window for this run's schedule, or none
+    sigmas: torch.Tensor  # the run's sigmas, to tell which step a model call belongs to
     x0: torch.Tensor | None = None  # the source latent in the model's latent space, on the device
     previous_x0_hat: torch.Tensor | None = None
     blended_last_call: bool = False
@@ -38,15 +39,19 @@ class DualBranchCFGGuider(comfy.samplers.CFGGuider):
     latent into the source chunks and hands the :class:`BranchLayout` to the attention callables.
     The structure lock is a term of the region attention program, added for each run with the sigma
     window that covers the steps ALE-Edit locks: (step + 1) / steps < schedule.
+
+    ``start`` "noise": both branches start from the sampler's noise alone, as ALE-Edit's pipeline does
+    (the sampler is given a zero latent); "img2img": from the source latent noised to the first sigma.
     """
 
-    def __init__(self, model_patcher, source_latent, target_cfg, source_cfg, schedule, node: str, background=None, blend_sigma_end=0.0):
+    def __init__(self, model_patcher, source_latent, target_cfg, source_cfg, schedule, node: str,
+                 background: BackgroundBlending | None = None, start: str = "noise"):
         super().__init__(model_patcher)
         self.source_latent = source_latent
         self.target_cfg, self.source_cfg, self.schedule = target_cfg, source_cfg, schedule
         self.node = node
-        self.background = background  # [1, 1, h, w]: 1 where the source is kept, or None
-        self.blend_sigma_end = blend_sigma_end
+        self.background = background
+        self.start = start
         self.run: _Run | None = None
 
     def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, *args, **kwargs):
@@ -61,14 +66,16 @@ class DualBranchCFGGuider(comfy.samplers.CFGGuider):
                 "instead (its object_masks input; it uses the source branch's latent, as ALE-Edit does): connect the "
                 "plain VAE Encode latent, not one from Latent Background Blend or Set Latent Noise Mask."
             )
-        self.run = _Run(lock=structure_lock(sigmas.detach().float().cpu(), self.schedule))
+        steps = sigmas.detach().float().cpu()
+        self.run = _Run(lock=structure_lock(steps, self.schedule), sigmas=steps)
         kept = self.model_options
         self.model_options = self._options_with_lock(self.run.lock)
+        start = torch.zeros_like(latent_image) if self.start == "noise" else latent_image
         try:
-            samples = super().sample(noise, latent_image, sampler, sigmas, denoise_mask, *args, **kwargs)
-            if self.background is not None and self.run.blended_last_call:
+            samples = super().sample(noise, start, sampler, sigmas, denoise_mask, *args, **kwargs)
+            if self.run.blended_last_call:
                 # the last x0_hat kept the source exactly; undo the latent-format round trip's rounding
-                samples = blend_background(samples, self.source_latent.to(samples), self.background.to(samples))
+                samples = blend_background(samples, self.source_latent.to(samples), self.background.mask.to(samples))
         finally:
             self.model_options, self.run = kept, None
         return samples
@@ -105,9 +112,10 @@ class DualBranchCFGGuider(comfy.samplers.CFGGuider):
             self.inner_model, out[SOURCE_COND], out[SOURCE_UNCOND] if source_guided else zeros, self.source_cfg, x_s, timestep,
             model_options=model_options, cond=slots[SOURCE_COND], uncond=slots[SOURCE_UNCOND] if source_guided else None)
         x0_hat = ddcm_target_x0(run.x0, x, x_s, denoised_t, denoised_s, timestep)
-        run.blended_last_call = self.background is not None and sigma > self.blend_sigma_end
+        steps = len(run.sigmas) - 1
+        run.blended_last_call = self.background is not None and self.background.blends(step_index(run.sigmas, sigma), steps, sigma)
         if run.blended_last_call:
-            x0_hat = blend_background(x0_hat, run.x0, self.background.to(x0_hat))
+            x0_hat = blend_background(x0_hat, run.x0, self.background.mask.to(x0_hat))
         run.previous_x0_hat = x0_hat
         return x0_hat
 

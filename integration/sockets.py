@@ -1,5 +1,7 @@
-"""The pack's node category and its custom socket types, declared once for every node."""
+"""The pack's node category, its custom socket types and the inputs and outputs several nodes share, declared once."""
 from comfy_api.latest import io
+
+from ..masking.ops import OVERLAP_RULES
 
 CATEGORY = "LeakFreeEdit"
 EditPlan = io.Custom("EDIT_PLAN")
@@ -15,3 +17,11 @@ def object_mask_outputs() -> list:
         io.Mask.Output(display_name="background_mask", tooltip="Where no object is: the area background blending keeps from the source."),
         io.Image.Output(display_name="preview", tooltip="The image with each object's mask in its own colour."),
     ]
+
+
+def overlap_input():
+    """The object-mask nodes' overlap rule (an optional widget, so workflows saved before it keep their values)."""
+    return io.Combo.Input("overlap", options=list(OVERLAP_RULES), default=OVERLAP_RULES[0], optional=True,
+                          tooltip="Pixels two objects claim. background: ALE-Edit's rule, they take the background's text (an object "
+                                  "inside another, a shirt on a boy, is then not edited). inner: the smaller object owns them. The "
+                                  "preview says how much of each object's area is its own.")

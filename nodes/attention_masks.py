@@ -3,7 +3,7 @@ import torch
 from comfy_api.latest import io
 
 from ..integration.capture import capture_attention
-from ..integration.checks import dilation_pixels
+from ..integration.object_masks import dilation_pixels
 from ..integration.encoding import encode_source
 from ..integration.errors import NodeInputError
 from ..integration.patching import context_dim

@@ -4,7 +4,7 @@ from comfy_api.latest import io
 from ..integration.errors import NodeInputError
 from ..integration.patching import percent_to_sigma
 from ..integration.sockets import CATEGORY, EditPlan
-from ..masking.ops import feather as feather_mask, latent_mask
+from ..masking.ops import feather as feather_mask, image_unions, latent_mask
 
 BLEND_NODE = "Latent Background Blend (LeakFree)"
 PASTE_NODE = "Latent Background Paste (LeakFree)"
@@ -40,7 +40,7 @@ class LatentBackgroundBlend(io.ComfyNode):
         per_image = len(edit_plan) if edit_plan is not None else object_masks.shape[0]
         if object_masks.shape[0] % per_image:
             raise NodeInputError(f"{BLEND_NODE}: {object_masks.shape[0]} masks do not split into sets of {per_image} (one per object of the plan).")
-        union = feather_mask(object_masks.float().unflatten(0, (-1, per_image)).amax(dim=1), feather)
+        union = feather_mask(image_unions(object_masks, per_image), feather)
         latent = dict(samples)
         latent["noise_mask"] = union
         patched = model.clone()

@@ -1,12 +1,13 @@
 """Dual-Branch Edit Guider: ALE-Edit's source + target branches in one UNet call per step (InfEdit's DDCM)."""
 from comfy_api.latest import io
 
-from ..attention.dual_branch import SELF_ATTENTION_SCHEDULES
+from ..attention.dual_branch import BLEND_RULES, SELF_ATTENTION_SCHEDULES, STARTS, BackgroundBlending
 from ..integration.checks import check_mask_size, check_masks, check_model, ore_payload
 from ..integration.guider import DualBranchCFGGuider, check_model_sampling, check_source, source_samples
 from ..integration.patching import install_region_program, percent_to_sigma, region_program
+from ..integration.errors import NodeInputError
 from ..integration.sockets import CATEGORY
-from ..masking.ops import feather as feather_mask, latent_mask
+from ..masking.ops import feather as feather_mask, image_unions, latent_mask, multiscale_foreground
 
 NODE = "Dual-Branch Edit Guider (LeakFree)"
 CUSTOM = "custom"
@@ -42,14 +43,23 @@ class DualBranchGuider(io.ComfyNode):
                 io.Float.Input("blend_end_percent", optional=True, default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Blend the background until this fraction of sampling (1.0 = every step, as ALE-Edit; the final "
                                        "background is then the source)."),
-                io.Int.Input("feather", optional=True, default=0, min=0, max=256, tooltip="Soft edge in image pixels outside the objects; 0 keeps a hard edge."),
+                io.Int.Input("feather", optional=True, default=0, min=0, max=256,
+                             tooltip="Soft edge in image pixels outside the objects (exact blending; with ale it grows the kept-out area)."),
+                io.Combo.Input("start", options=list(STARTS), default="noise", optional=True,
+                               tooltip="noise: both branches start from the same pure noise (ALE-Edit). img2img: from the source latent "
+                                       "noised to the first step (ComfyUI's usual start; with denoise < 1 the layout stays closer)."),
+                io.Combo.Input("background_blend", options=list(BLEND_RULES), default="ale", optional=True,
+                               tooltip="ale: ALE-Edit's code (blocky mask: the objects' union resized by nearest at 1, 1/2, 1/4, 1/8 of "
+                                       "the latent; blended from the second step on; the result is the last step's estimate). exact: "
+                                       "bilinear mask, blended at every step, so the result's background is the source latent exactly."),
             ],
             outputs=[io.Guider.Output(tooltip="The dual-branch guider: connect it to SamplerCustomAdvanced (LCM sampler for InfEdit's exact update).")],
         )
 
     @classmethod
     def execute(cls, model, source, target, negative, source_latent, source_cfg=1.0, target_cfg=2.0,
-                self_attention_schedule="object", custom_schedule=0.5, object_masks=None, blend_end_percent=1.0, feather=0):
+                self_attention_schedule="object", custom_schedule=0.5, object_masks=None, blend_end_percent=1.0, feather=0,
+                start="noise", background_blend="ale"):
         payload = ore_payload(target, NODE)
         check_model(model, payload.plan, NODE)
         check_source(source, NODE)
@@ -58,13 +68,17 @@ class DualBranchGuider(io.ComfyNode):
         schedule = custom_schedule if self_attention_schedule == CUSTOM else SELF_ATTENTION_SCHEDULES[self_attention_schedule]
         patched = model.clone()
         install_region_program(patched, region_program(patched), self_attention=True)
-        background, sigma_end = None, 0.0
+        background = None
         if object_masks is not None:
             masks = check_masks(object_masks, payload.plan, NODE)
             check_mask_size(masks, latent, NODE)
-            union = feather_mask(masks.float().amax(dim=0, keepdim=True), feather)
-            background = 1.0 - latent_mask(union, *latent.shape[-2:])
-            sigma_end = percent_to_sigma(patched, blend_end_percent)
-        guider = DualBranchCFGGuider(patched, latent, target_cfg, source_cfg, schedule, NODE, background, sigma_end)
+            unions = feather_mask(image_unions(masks, len(payload.plan)), feather)  # one per image of a batch
+            if unions.shape[0] not in (1, latent.shape[0]):
+                raise NodeInputError(f"{NODE}: {unions.shape[0]} mask sets for a batch of {latent.shape[0]} images. Give one mask set "
+                                     "for the whole batch, or one per image (image-major, as the Object Masks nodes make them).")
+            resize = multiscale_foreground if background_blend == "ale" else latent_mask
+            background = BackgroundBlending(1.0 - resize(unions, *latent.shape[-2:]), background_blend,
+                                            percent_to_sigma(patched, blend_end_percent))
+        guider = DualBranchCFGGuider(patched, latent, target_cfg, source_cfg, schedule, NODE, background, start)
         guider.inner_set_conds({"positive": target, "negative": negative, "source": source})
         return io.NodeOutput(guider)

@@ -3,7 +3,7 @@ from comfy_api.latest import io
 
 from ..attention.ore import EOS_MODE_HELP, EOS_MODES
 from ..integration.checks import ORE_KEY, OrePayload
-from ..integration.encoding import encode_plan, encode_prompt
+from ..integration.encoding import encode_plan, encode_substituted_source
 from ..integration.sockets import CATEGORY, EditPlan
 
 NODE = "Object-Restricted Encode (LeakFree)"
@@ -29,8 +29,8 @@ class ObjectRestrictedEncode(io.ComfyNode):
             outputs=[
                 io.Conditioning.Output(display_name="target", tooltip="Target base prompt with the ORE payload: feed it to "
                                        "Region-Guided Cross-Attention and to the sampler's positive."),
-                io.Conditioning.Output(display_name="source", tooltip="Source base prompt (objects joined with ' and '): for the "
-                                       "dual-branch guider or inversion."),
+                io.Conditioning.Output(display_name="source", tooltip="Source base prompt (objects joined with ' and '), each "
+                                       "object's span from its own encoding (ALE-Edit's source branch): for the dual-branch guider."),
                 EditPlan.Output(display_name="edit_plan", tooltip="The objects in edit order: mask nodes make one mask per object from it."),
             ],
         )
@@ -39,4 +39,4 @@ class ObjectRestrictedEncode(io.ComfyNode):
     def execute(cls, clip, edits, eos_mode):
         plan, embeddings, pooled = encode_plan(clip, edits, eos_mode, NODE)
         target = [[embeddings.keys.unsqueeze(0), {"pooled_output": pooled, ORE_KEY: OrePayload(plan, embeddings, eos_mode)}]]
-        return io.NodeOutput(target, encode_prompt(clip, plan.source_prompt), plan)
+        return io.NodeOutput(target, encode_substituted_source(clip, plan, NODE), plan)

@@ -5,6 +5,7 @@ from ..attention.region_attention import CrossAttentionRegions
 from ..integration.checks import check_masks, check_model, check_schedule, ore_payload, schedule_problem
 from ..integration.patching import install_region_program, percent_to_sigma, region_program
 from ..integration.sockets import CATEGORY
+from ..masking.ops import MASK_RESIZE_MODES
 
 NODE = "Region-Guided Cross-Attention (LeakFree)"
 ISOLATION_MODES = ("ale", "strict")
@@ -27,6 +28,10 @@ class RegionGuidedCrossAttention(io.ComfyNode):
                                tooltip="ale: keys from the target base prompt (the paper). strict: region i also takes its keys from object i's own prompt."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="Sampling progress at which the patch starts."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Sampling progress at which the patch stops."),
+                io.Combo.Input("mask_resize", options=list(MASK_RESIZE_MODES), default="nearest", optional=True,
+                               tooltip="How the masks reach each layer's grid. nearest: ALE-Edit's (each cell takes the mask at its "
+                                       "top-left pixel). area: a cell belongs to an object when the object covers most of it "
+                                       "(keeps thin objects at the coarse layers)."),
             ],
             outputs=[io.Model.Output(tooltip="The model with region-guided cross-attention (a patched clone; the input model is untouched).")],
         )
@@ -36,7 +41,7 @@ class RegionGuidedCrossAttention(io.ComfyNode):
         return schedule_problem(NODE, start_percent, end_percent)
 
     @classmethod
-    def execute(cls, model, target, object_masks, isolation="ale", start_percent=0.0, end_percent=1.0):
+    def execute(cls, model, target, object_masks, isolation="ale", start_percent=0.0, end_percent=1.0, mask_resize="nearest"):
         payload = ore_payload(target, NODE)
         check_model(model, payload.plan, NODE)
         masks = check_masks(object_masks, payload.plan, NODE)
@@ -47,6 +52,7 @@ class RegionGuidedCrossAttention(io.ComfyNode):
             spans=payload.plan.target_spans,
             masks=masks.float().cpu(),
             strict=isolation == "strict",
+            resize=mask_resize,
             sigma_start=percent_to_sigma(patched, start_percent),
             sigma_end=percent_to_sigma(patched, end_percent),
         )

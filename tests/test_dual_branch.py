@@ -99,19 +99,15 @@ def test_virtual_inversion_reconstructs_the_source(models, kind, cfg):
     assert (edited - latent).abs().max() > 1e-3  # a real edit moves it: the check above can fail
 
 
-@pytest.mark.parametrize("sampler, eta", [("lcm", 1), ("euler", 0)])
-def test_guider_with_comfys_sampler_runs_infedits_ddcm_loop(models, prompts, sampler, eta):
-    """The guider + ComfyUI's LCM sampler = InfEdit's DDCM loop written out on VP latents with eta = 1 (the same
-    fresh z for both branches); with Euler, the loop with eta = 0 (both re-noised along eps + eps_c)."""
+def ddcm_reference(model, prompts, latent, sigmas, noise, seed, eta=1, start="img2img", keep=None):
+    """InfEdit's DDCM loop as ALE-Edit's pipeline_ead.py runs it, written out on VP latents with the unpatched model.
+
+    ``start``: "img2img" (x_T = sqrt(alpha_T) x0 + sqrt(1 - alpha_T) n) or "noise" (x_T = n, ALE-Edit's start) for both
+    branches. eta = 1: both re-noised with the same fresh z; eta = 0: along eps + eps_c. ``keep`` [1, 1, h, w]: ALE-Edit's
+    background blend, x_t <- where(keep, x_s, x_t) after every step but the first; the result is the last x0_hat.
+    """
     import comfy.sampler_helpers as helpers
     import comfy.samplers
-
-    model, latent, seed = models.unet(), source_latent(), 7
-    guider = guider_for(model, prompts["source"], prompts["target"], prompts["negative"], latent, custom_schedule=0.0)
-    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "sgm_uniform", 5)[1:]  # img2img start
-    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
-    torch.manual_seed(seed)
-    edited = guider.sample(noise, latent, comfy.samplers.ksampler(sampler), sigmas, disable_pbar=True, seed=seed)
 
     conds = {k: helpers.convert_cond(prompts[k]) for k in ("target", "source", "negative")}
     inner, conds, loaded = helpers.prepare_sampling(model, latent.shape, conds, model.model_options)
@@ -126,7 +122,7 @@ def test_guider_with_comfys_sampler_runs_infedits_ddcm_loop(models, prompts, sam
 
     x0 = inner.process_latent_in(latent)
     alphas = [1 / (1 + float(sigma) ** 2) for sigma in sigmas]
-    x_t = x_s = alphas[0] ** 0.5 * (x0 + float(sigmas[0]) * noise)
+    x_t = x_s = noise if start == "noise" else alphas[0] ** 0.5 * (x0 + float(sigmas[0]) * noise)
     torch.manual_seed(seed)
     for step in range(len(sigmas) - 1):
         alpha, sigma = alphas[step], float(sigmas[step])
@@ -138,10 +134,52 @@ def test_guider_with_comfys_sampler_runs_infedits_ddcm_loop(models, prompts, sam
             alpha_next = alphas[step + 1]
             x_t = alpha_next**0.5 * x0_hat + (1 - alpha_next) ** 0.5 * z
             x_s = alpha_next**0.5 * x0 + (1 - alpha_next) ** 0.5 * z
+            if keep is not None and step > 0:
+                x_t = torch.where(keep > 0, x_s, x_t)
     helpers.cleanup_models(conds, loaded)
-    reference = inner.process_latent_out(x0_hat)
+    return inner.process_latent_out(x0_hat)
+
+
+@pytest.mark.parametrize("sampler, eta", [("lcm", 1), ("euler", 0)])
+def test_guider_with_comfys_sampler_runs_infedits_ddcm_loop(models, prompts, sampler, eta):
+    """The guider + ComfyUI's LCM sampler = InfEdit's DDCM loop written out on VP latents with eta = 1 (the same
+    fresh z for both branches); with Euler, the loop with eta = 0 (both re-noised along eps + eps_c)."""
+    import comfy.samplers
+
+    model, latent, seed = models.unet(), source_latent(), 7
+    guider = guider_for(model, prompts["source"], prompts["target"], prompts["negative"], latent, custom_schedule=0.0, start="img2img")
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "sgm_uniform", 5)[1:]  # img2img start
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(seed)
+    edited = guider.sample(noise, latent, comfy.samplers.ksampler(sampler), sigmas, disable_pbar=True, seed=seed)
+    reference = ddcm_reference(model, prompts, latent, sigmas, noise, seed, eta)
     assert (reference - latent).abs().max() > 5e-3  # the edit moved the latent by far more than the tolerance
     torch.testing.assert_close(edited, reference, rtol=0, atol=2e-5)
+
+
+def test_ale_defaults_run_ale_edits_loop_pure_noise_start_and_blocky_background(models, prompts):
+    """The guider's defaults (pure-noise start, ALE-Edit's background blend) with the LCM sampler on the simple schedule =
+    pipeline_ead.py's loop: both branches from the same pure noise, x_t blended after every step but the first with the
+    union of nearest resizes at 1, 1/2, 1/4, 1/8, the result the last step's x0_hat (its background not the source's)."""
+    import comfy.samplers
+    from leakfree_edit.masking.ops import multiscale_foreground
+
+    model, latent, seed, masks = models.unet(), source_latent(), 7, object_masks()
+    guider = guider_for(model, prompts["source"], prompts["target"], prompts["negative"], latent, custom_schedule=0.0, object_masks=masks)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", 4)
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(seed)
+    edited = guider.sample(noise, latent, comfy.samplers.ksampler("lcm"), sigmas, disable_pbar=True, seed=seed)
+    keep = 1 - multiscale_foreground(masks.amax(dim=0, keepdim=True), HEIGHT, WIDTH)
+    reference = ddcm_reference(model, prompts, latent, sigmas, noise, seed, start="noise", keep=keep)
+    torch.testing.assert_close(edited, reference, rtol=0, atol=5e-5)  # at sigma_max the scaled latent is ~15 n: its float rounding
+    background = (keep > 0).expand_as(latent)
+    assert 0.1 < background.float().mean() < 0.9
+    assert (edited[background] - latent[background]).abs().max() > 1e-4  # the last x0_hat is not blended, as in ALE-Edit
+    img2img = guider_for(model, prompts["source"], prompts["target"], prompts["negative"], latent, custom_schedule=0.0,
+                         object_masks=masks, start="img2img")
+    torch.manual_seed(seed)
+    assert not torch.allclose(img2img.sample(noise, latent, comfy.samplers.ksampler("lcm"), sigmas, disable_pbar=True, seed=seed), edited)
 
 
 def record_locks(monkeypatch):
@@ -193,9 +231,10 @@ def test_structure_lock_follows_the_schedule(models, prompts, monkeypatch):
     assert not torch.allclose(locked, free)
 
 
-def test_background_is_the_source_at_the_end(models, prompts):
+def test_exact_blend_background_is_the_source_at_the_end(models, prompts):
     latent, masks = source_latent(), object_masks()
-    guider = guider_for(models.unet(), prompts["source"], prompts["target"], prompts["negative"], latent, object_masks=masks)
+    guider = guider_for(models.unet(), prompts["source"], prompts["target"], prompts["negative"], latent, object_masks=masks,
+                        background_blend="exact")
     edited = run(guider, latent)
     background = (latent_mask(masks.amax(dim=0, keepdim=True), HEIGHT, WIDTH) == 0).expand_as(latent)
     assert background.float().mean() > 0.3
@@ -271,7 +310,7 @@ def test_bad_inputs_get_clear_errors(models, prompts):
         assert "Dual-Branch Edit Guider" in str(error.value)
 
     resized = build(object_masks=object_masks(48, 64))  # the same picture at another size: resized
-    assert resized.background.shape[-2:] == (HEIGHT, WIDTH)
+    assert resized.background.mask.shape[-2:] == (HEIGHT, WIDTH)
     guider = build()
     with pytest.raises(NodeInputError, match="Connect the same source LATENT"):
         run(guider, source_latent()[..., :8, :])
@@ -282,3 +321,64 @@ def test_bad_inputs_get_clear_errors(models, prompts):
         BranchBatch(latent, latent, lock=True, node="Dual-Branch Edit Guider (LeakFree)")(None, split)
     with pytest.raises(NodeInputError, match="area"):
         BranchBatch(latent, latent, lock=False, node="Dual-Branch Edit Guider (LeakFree)")(None, dict(split, input=torch.zeros(2, 4, HEIGHT // 2, WIDTH)))
+
+
+def test_each_image_of_a_batch_keeps_its_own_background(models, prompts):
+    """One mask set per image: each image's background is blended with its own union, not the union over the batch."""
+    latent = source_latent(batch=2)
+    first = object_masks()
+    masks = torch.cat([first, first.flip(-1)])  # image 2's objects on the other side
+    guider = guider_for(models.unet(), prompts["source"], prompts["target"], prompts["negative"], latent, object_masks=masks,
+                        background_blend="exact")
+    keep = guider.background.mask
+    assert keep.shape == (2, 1, HEIGHT, WIDTH) and not torch.equal(keep[0], keep[1])
+    edited = run(guider, latent)
+    for image in range(2):
+        own = (keep[image] == 1).expand_as(latent[image])
+        assert torch.equal(edited[image][own], latent[image][own])
+    only_the_other = (keep[0] == 1) & (keep[1] == 0)  # image 1's background where image 2 has an object
+    assert only_the_other.any()
+    ale = guider_for(models.unet(), prompts["source"], prompts["target"], prompts["negative"], latent, object_masks=masks)
+    from leakfree_edit.masking.ops import image_unions, multiscale_foreground
+
+    torch.testing.assert_close(ale.background.mask, 1 - multiscale_foreground(image_unions(masks, 2), HEIGHT, WIDTH))
+
+
+def test_region_anchoring_acts_inside_the_guider(models, prompts, monkeypatch):
+    """Anchoring moves only the target branch's chunks, so DDCM's x0_hat carries the step (a step shared with the source
+    branch would cancel in x0_hat exactly)."""
+    from leakfree_edit.attention import anchoring
+    from leakfree_edit.nodes.anchoring import RegionAnchoring
+    from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
+
+    latent, masks = source_latent(), object_masks()
+    regional, = RegionGuidedCrossAttention.execute(models.unet(), prompts["target"], masks)
+    anchored, = RegionAnchoring.execute(regional, strength=0.2, steps_fraction=1.0, iterations=1)
+    steps = []
+    original = anchoring.LatentAnchoring.anchor
+
+    def spy(self, run_model, args, sigma, program, model):
+        latent_out, before = original(self, run_model, args, sigma, program, model)
+        steps.append((args["input"], latent_out, list(args["cond_or_uncond"])))
+        return latent_out, before
+
+    monkeypatch.setattr(anchoring.LatentAnchoring, "anchor", spy)
+    plain = run(guider_for(regional, prompts["source"], prompts["target"], prompts["negative"], latent, object_masks=masks), latent, 3)
+    guided = run(guider_for(anchored, prompts["source"], prompts["target"], prompts["negative"], latent, object_masks=masks), latent, 3)
+    assert steps and (guided - plain).abs().max() > 1e-4
+    for before, after, slots in steps:
+        for chunk, (old, new) in enumerate(zip(before.chunk(len(slots)), after.chunk(len(slots)))):
+            moved = not torch.equal(old, new)
+            assert moved == (slots[chunk] in (TARGET_COND, TARGET_UNCOND)), slots
+
+
+def test_region_terms_act_on_the_targets_conditional_rows_only():
+    """One rule for the rows self-attention binding acts on: the target's conditional chunk, locked step or not."""
+    from leakfree_edit.attention.rebalance import biased_rows
+
+    for slots in ([SOURCE_UNCOND, TARGET_UNCOND, SOURCE_COND, TARGET_COND], [TARGET_UNCOND, SOURCE_COND, TARGET_COND]):
+        layout = branch_layout(slots, rows=2)
+        rows, images = biased_rows({self_attention.LAYOUT_KEY: layout}, 2 * len(slots), "cpu")
+        target = 2 * slots.index(TARGET_COND)
+        assert rows.tolist() == [target, target + 1] and images.tolist() == [0, 1]
+        assert sorted(layout.branch.tolist()) == sorted(sum(([2 * slots.index(s), 2 * slots.index(s) + 1] for s in (TARGET_COND, TARGET_UNCOND)), []))

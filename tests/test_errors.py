@@ -70,7 +70,7 @@ def test_masks_of_another_size_are_resized(encoded):
     assert torch.equal(background[0], 1 - (masks[0] + masks[1]).clamp(max=1))
 
 
-def test_dilation_grows_by_the_requested_percent(encoded):
+def test_dilation_grows_by_a_disk_of_the_requested_percent(encoded):
     from leakfree_edit.nodes.painted_masks import ObjectMasksPainted
 
     _, _, plan = encoded
@@ -78,8 +78,8 @@ def test_dilation_grows_by_the_requested_percent(encoded):
     masks[0, 50, 50] = 1
     masks[1, 20, 150] = 1
     dilated, _, _ = ObjectMasksPainted.execute(plan, masks, 4.0)
-    assert dilated[0].sum() == 9 * 9  # radius 4 px = 4% of the 100 px short side
-    assert dilated[0, 46:55, 46:55].all()
+    assert dilated[0].sum() == 49  # radius 4 px = 4% of the 100 px short side: the lattice points with x² + y² <= 16
+    assert dilated[0, 48:53, 48:53].all() and dilated[0, 46, 50] and not dilated[0, 46, 46]
 
 
 def test_start_after_end_is_refused(models, encoded):

@@ -71,15 +71,17 @@ def test_assign_boxes_uses_each_phrases_tokens_and_both_thresholds():
     assert torch.allclose(best, torch.tensor([0.9, 0.8, 0.7]))
 
 
-def test_combine_instances_all_is_union_best_is_top_box():
-    box_masks = torch.zeros(3, 4, 4, dtype=torch.bool)
-    box_masks[0, 0, 0] = box_masks[1, 3, 3] = box_masks[2, 1, 1] = True
-    labels, scores = torch.tensor([0, 0, 2]), torch.tensor([0.5, 0.7, 0.6])
-    union, found = gs.combine_instances(box_masks, labels, scores, 3, "all")
-    assert found.tolist() == [True, False, True]
-    assert union[0].nonzero().tolist() == [[0, 0], [3, 3]] and union[1].sum() == 0 and union[2, 1, 1] == 1
-    best, _ = gs.combine_instances(box_masks, labels, scores, 3, "best")
-    assert best[0].nonzero().tolist() == [[3, 3]]
+def test_boxes_per_line_all_best_and_one_instance_per_line_of_a_repeated_name():
+    boxes = torch.tensor([[0, 0, 10, 10], [50, 0, 60, 10], [51, 0, 61, 10], [20, 30, 30, 40], [5, 5, 8, 8.0]])
+    detections = gd.Detections(boxes, torch.tensor([0, 0, 0, 0, 1]), torch.tensor([0.5, 0.9, 0.8, 0.7, 0.6]))
+    chosen, notes = gs.choose_boxes(detections, lines=[0, 1], count=2, instances="all")
+    assert chosen == [[0, 1, 2, 3], [4]] and notes == ["", ""]
+    assert gs.choose_boxes(detections, [0, 1], 2, "best")[0] == [[1], [4]]
+    # "car -> red car", "car -> blue car": two distinct instances (box 2 is box 1 found again), left to right
+    chosen, notes = gs.choose_boxes(detections, lines=[0, 0, 1], count=2, instances="all")
+    assert chosen == [[3], [1], [4]] and notes == ["1 of 2, left to right", "2 of 2, left to right", ""]
+    chosen, _ = gs.choose_boxes(detections, lines=[1, 1], count=2, instances="best")  # one instance for two lines
+    assert chosen == [[4], []]
 
 
 # ----------------------------------------------------------------------------- SAM path with known boxes
@@ -95,7 +97,8 @@ def test_masks_follow_plan_order_and_a_missing_object_never_takes_anothers_mask(
 
     with pytest.raises(gd.ObjectPhraseError, match="'dog'"):
         gs.object_masks(photo, ["Cat", "dog", "bird"], detector, segmenter, on_missing="error")
-    masks, _, missing = gs.object_masks(photo, ["Cat", "dog", "bird"], detector, segmenter, on_missing="unmasked")
+    found = gs.object_masks(photo, ["Cat", "dog", "bird"], detector, segmenter, on_missing="unmasked")
+    masks, missing = found.masks, found.missing
     assert missing == ["dog"]
     assert detector.calls[-1] == ["cat", "dog", "bird"]
     assert torch.equal(masks[0], cat) and torch.equal(masks[2], bird)
@@ -105,12 +108,12 @@ def test_masks_follow_plan_order_and_a_missing_object_never_takes_anothers_mask(
 
 def test_found_masks_are_dilated_before_an_unmasked_object_takes_the_rest(photo, segmenter):
     detector = FixedDetector({"cat": [[10, 10, 90, 70]]})
-    plain, _, _ = gs.object_masks(photo, ["cat", "dog"], detector, segmenter, on_missing="unmasked")
-    grown, _, _ = gs.object_masks(photo, ["cat", "dog"], detector, segmenter, on_missing="unmasked", dilation=5)
+    plain = gs.object_masks(photo, ["cat", "dog"], detector, segmenter, on_missing="unmasked").masks
+    grown = gs.object_masks(photo, ["cat", "dog"], detector, segmenter, on_missing="unmasked", dilation=5).masks
     assert torch.equal(grown[0], dilate(plain[0:1], 5)[0]) and grown[0].sum() > plain[0].sum()
     assert torch.equal(grown[1], 1 - grown[0])
-    nothing, _, missing = gs.object_masks(photo, ["wolf"], FixedDetector({}), segmenter, on_missing="unmasked")
-    assert missing == ["wolf"] and torch.equal(nothing[0], torch.ones(160, 240))
+    nothing = gs.object_masks(photo, ["wolf"], FixedDetector({}), segmenter, on_missing="unmasked")
+    assert nothing.missing == ["wolf"] and nothing.notes == ["unmasked"] and torch.equal(nothing.masks[0], torch.ones(160, 240))
 
 
 def test_one_image_encoding_and_one_decoder_batch_for_all_boxes(photo, segmenter):
@@ -126,7 +129,7 @@ def test_best_instance_keeps_the_top_scoring_box_and_decodes_only_it(photo, segm
     decoded = []
     segment = segmenter.segment
     monkeypatch.setattr(segmenter, "segment", lambda image, chosen: decoded.append(chosen.tolist()) or segment(image, chosen))
-    masks, _, _ = gs.object_masks(photo, ["cat"], detector, segmenter, instances="best")
+    masks = gs.object_masks(photo, ["cat"], detector, segmenter, instances="best").masks
     assert decoded == [boxes[1:]]
     monkeypatch.undo()
     image = (photo * 255).round().to(torch.uint8).numpy()
@@ -134,10 +137,19 @@ def test_best_instance_keeps_the_top_scoring_box_and_decodes_only_it(photo, segm
     assert torch.equal(masks[0], expected)
 
 
-def test_repeated_object_names_share_one_detection(photo, segmenter):
-    detector = FixedDetector({"cat": [[10, 10, 90, 70]]})
-    masks, _, _ = gs.object_masks(photo, ["cat", "Cat."], detector, segmenter)
-    assert detector.calls[-1] == ["cat"] and torch.equal(masks[0], masks[1])
+def test_a_repeated_name_gets_one_instance_per_line_in_reading_order(photo, segmenter):
+    """"car -> red car", "car -> blue car": each line its own car, left to right (once one mask for both, all overlap)."""
+    left, right = [10, 10, 90, 70], [120, 30, 200, 120]
+    detector = FixedDetector({"cat": [right, left]}, {"cat": [0.9, 0.8]})
+    found = gs.object_masks(photo, ["cat", "Cat."], detector, segmenter)
+    image = (photo * 255).round().to(torch.uint8).numpy()
+    expected = segmenter.segment(image, torch.tensor([left, right], dtype=torch.float32)).float()
+    assert detector.calls[-1] == ["cat"] and torch.equal(found.masks, expected)
+    assert found.notes == ["1 of 2, left to right", "2 of 2, left to right"]
+    with pytest.raises(gd.ObjectPhraseError, match="'Cat.'.*one instance per line"):  # fewer instances than lines
+        gs.object_masks(photo, ["cat", "Cat."], FixedDetector({"cat": [left]}), segmenter)
+    one = gs.object_masks(photo, ["cat", "Cat."], FixedDetector({"cat": [left]}), segmenter, on_missing="unmasked")
+    assert one.missing == ["Cat."] and one.notes == ["1 of 2, left to right", "unmasked"] and torch.equal(one.masks[1], 1 - one.masks[0])
 
 
 # ----------------------------------------------------------------------------- Grounding-DINO forward

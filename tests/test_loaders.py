@@ -163,7 +163,7 @@ def test_transformers_folders_load_through_the_same_loaders(loaders, detection, 
     detections = detector.detect(image, ["cat", "full moon"], box_threshold=0.0, text_threshold=0.0)
     assert len(detections.boxes) == 20 and set(detections.labels.tolist()) <= {0, 1}
     encoder = CallCounter(segmenter.model.vision_encoder)
-    masks, _, _ = gs.object_masks(image, ["cat", "full moon"], detector, segmenter, 0.0, 0.0, on_missing="unmasked")
+    masks = gs.object_masks(image, ["cat", "full moon"], detector, segmenter, 0.0, 0.0, on_missing="unmasked").masks
     assert masks.shape == (2, 120, 200) and encoder.count == 1
     shutil.copytree(models_dir / "grounding-dino" / "hf-grounding-dino", models_dir / "sams" / "misplaced")
     with pytest.raises(ValueError, match=r"SAM Loader \(LeakFree\): 'misplaced' is a transformers 'grounding-dino' folder"):

@@ -105,3 +105,43 @@ def test_too_long_prompt_is_a_clear_error(models):
     long_target = " ".join(["gold"] * 40)
     with pytest.raises(NodeInputError, match=r"Object-Restricted Encode \(LeakFree\): .* at most 75 fit one CLIP window"):
         encode_plan(models.clip(), f"wolf -> {long_target}\nmoon -> {long_target}", "object", NODE)
+
+
+@pytest.mark.parametrize("kind", ["sd15", "sdxl"])
+def test_source_is_the_substituted_source_base(models, kind, monkeypatch):
+    """The source branch's text (ALE-Edit ore.py get_substituted_base_embeds): the source base prompt with each object's
+    span replaced by that object's own tokens 1..L_i from its solo encoding; base and objects in one batched call."""
+    from leakfree_edit.nodes.encode import ObjectRestrictedEncode
+
+    clip = models.clip(kind)
+    edits = "wolf -> brown-colored goat\nfull moon -> moon made of gold\nwolf -> goat"  # multi-token and repeated sources
+    _, source, plan = ObjectRestrictedEncode.execute(clip, edits, "object")
+    substituted = source[0][0][0]
+    base = encode_alone(clip, plan.source_prompt)
+    base_ids, start = inner_ids(clip, plan.source_prompt), 1
+    changed = torch.zeros(base.shape[0], dtype=torch.bool)
+    for number, obj in enumerate(plan.objects):
+        own, length = encode_alone(clip, obj), len(inner_ids(clip, obj))
+        assert base_ids[start - 1: start - 1 + length] == inner_ids(clip, obj)
+        torch.testing.assert_close(substituted[start: start + length], own[1: 1 + length], rtol=0, atol=1e-5)
+        changed[start: start + length] = True
+        start += length + len(inner_ids(clip, "and"))
+    torch.testing.assert_close(substituted[~changed], base[~changed], rtol=0, atol=1e-5)  # BOS, "and"s, EOS, padding
+    assert not torch.allclose(substituted[changed], base[changed], atol=1e-3)  # later objects differ from the joint encoding
+    calls = []
+    inner = clip.cond_stage_model.clip_l
+    original = inner.encode
+    monkeypatch.setattr(inner, "encode", lambda tokens: calls.append(len(tokens)) or original(tokens))
+    ObjectRestrictedEncode.execute(clip, edits, "object")
+    assert calls == [len(plan) + 2, len(plan) + 1]  # target side (base, objects, empty), source side (base, objects)
+
+
+def test_an_over_long_prompt_names_its_line_and_token_count(models):
+    from leakfree_edit.integration.errors import NodeInputError
+    from leakfree_edit.nodes.encode import ObjectRestrictedEncode
+
+    long_target = " ".join(["gold"] * 80)
+    with pytest.raises(NodeInputError, match=r"line 3: the target prompt 'gold gold.*' is 80 tokens; at most 75 fit one CLIP window"):
+        ObjectRestrictedEncode.execute(models.clip(), f"wolf -> goat\n# a comment\nmoon -> {long_target}", "object")
+    with pytest.raises(NodeInputError, match=r"line 1: the source prompt .* is 80 tokens"):
+        ObjectRestrictedEncode.execute(models.clip(), f"{long_target} -> goat", "object")

@@ -182,7 +182,7 @@ def test_binding_uses_each_images_own_mask_set():
     from types import SimpleNamespace
 
     first, second = object_masks(6, 8), object_masks(6, 8).flip(-1)
-    program = RegionAttentionProgram(attention=None, cross=SimpleNamespace(masks=torch.cat([first, second]), count=2))
+    program = RegionAttentionProgram(attention=None, cross=SimpleNamespace(masks=torch.cat([first, second]), count=2, resize="nearest"))
     options = {"cond_or_uncond": [1, 0], "sigmas": torch.tensor([1.0])}  # rows 0-1 uncond, rows 2-3 cond (images 0, 1)
     q_cols, k_cols = RegionBinding(strength=2.0).columns(torch.zeros(4, 48, 8), options, 6, 8, program)
     assert q_cols[:2].eq(0).all()

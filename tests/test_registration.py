@@ -19,7 +19,7 @@ def test_every_node_is_v3_described_prefixed_and_named_alike(pack_nodes):
         assert key == "LeakFree" + node.__name__
         assert schema.display_name.endswith(" (LeakFree)") and schema.category.startswith("LeakFreeEdit/")
         assert 40 < len(schema.description) < 400, f"{key}: a short description (the equations live in js/docs/{key}.md)"
-        for group in node.INPUT_TYPES().values():
+        for group in node.INPUT_TYPES(include_hidden=False).values():
             for name, (_, options) in group.items():
                 assert options.get("tooltip"), f"{key}.{name} has no tooltip"
         assert all(output.tooltip for output in schema.outputs), key

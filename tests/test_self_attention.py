@@ -28,7 +28,7 @@ def test_lock_gives_target_rows_the_source_rows_queries_and_keys():
     torch.manual_seed(0)
     q, k, v = (torch.randn(4, PIXELS, HEADS * DIM) for _ in range(3))
     program = RegionAttentionProgram(attention=plain_attention).with_structure_lock(StructureLock(sigma_start=2.0, sigma_end=1.0))
-    layout = BranchLayout(target=torch.tensor([0, 1]), source=torch.tensor([2, 3]))
+    layout = BranchLayout(target=torch.tensor([0, 1]), source=torch.tensor([2, 3]), branch=torch.tensor([0, 1]), conditional=torch.tensor([0]))
     options = {"n_heads": HEADS, "leakfree_edit": program, LAYOUT_KEY: layout, "sigmas": torch.tensor([1.5])}
     out = RegionSelfAttention()(q, k, v, options)
     expected = plain_attention(q[[2, 3]], k[[2, 3]], v[[0, 1]], HEADS, {})

@@ -43,10 +43,21 @@ def test_comfyuis_validation_accepts_the_api_workflow(path, validation):
 
 @pytest.mark.parametrize("path", sorted((RELEASE / "ui").glob("*.json")), ids=lambda p: p.stem)
 def test_a_saved_workflow_of_the_previous_release_keeps_its_widgets(path, classes):
-    """Written from today's node definitions, the previous release's API graph gives its saved UI graph exactly:
-    the same inputs, widgets and widget order, so the saved file loads with every value in its place."""
+    """Written from today's node definitions, the previous release's API graph gives its saved UI graph: the same
+    nodes, links, inputs and widget order, new widgets only appended after the saved ones (optional, at their
+    defaults), so the saved file loads with every value in its place. Sizes and places may grow with the widgets."""
     api = json.loads((RELEASE / "api" / path.name).read_text())
-    assert json.loads(path.read_text()) == ui_workflow.to_ui(api, classes)
+    saved, today = json.loads(path.read_text()), ui_workflow.to_ui(api, classes)
+    layout = ("size", "pos", "widgets_values")
+    assert {k: v for k, v in saved.items() if k != "nodes"} == {k: v for k, v in today.items() if k != "nodes"}
+    assert len(saved["nodes"]) == len(today["nodes"])
+    for old, new in zip(saved["nodes"], today["nodes"]):
+        assert {k: v for k, v in old.items() if k not in layout} == {k: v for k, v in new.items() if k not in layout}
+        kept, added = new.get("widgets_values", [])[: len(old.get("widgets_values", []))], new.get("widgets_values", [])[len(old.get("widgets_values", [])):]
+        assert kept == old.get("widgets_values", []), old["type"]
+        optional = classes[old["type"]].INPUT_TYPES().get("optional", {})
+        defaults = [spec[1].get("default") for spec in optional.values() if len(spec) > 1 and "default" in spec[1]]
+        assert added == defaults[len(defaults) - len(added):], (old["type"], added)  # the newest optional widgets, at their defaults
 
 
 def test_every_ui_workflow_has_an_api_twin_and_nothing_else_is_a_template():
