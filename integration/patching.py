@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import comfy.ldm.flux.model as comfy_flux
 import comfy.ldm.modules.attention as comfy_attention
 
 from ..attention.region_attention import PROGRAM_KEY, RegionAttentionProgram, RegionCrossAttention, ValueSubstitution
@@ -38,6 +39,11 @@ def attention_blocks(diffusion_model, attention: str = "attn2") -> list[tuple[st
 
 def context_dim(model) -> int | None:
     return model.model.model_config.unet_config.get("context_dim")
+
+
+def is_flux_model(model) -> bool:
+    """A Flux (MMDiT) diffusion model: dev, schnell, Kontext, fine-tunes (ComfyUI's comfy.ldm.flux.model.Flux)."""
+    return isinstance(model.model.diffusion_model, comfy_flux.Flux)
 
 
 def percent_to_sigma(model, percent: float) -> float:

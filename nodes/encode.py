@@ -4,6 +4,7 @@ from comfy_api.latest import io
 from ..attention.ore import EOS_MODE_HELP, EOS_MODES
 from ..integration.checks import ORE_KEY, OrePayload
 from ..integration.encoding import encode_plan, encode_prompt
+from ..integration.flux import refuse_flux_clip
 from ..integration.sockets import CATEGORY, EditPlan
 
 NODE = "Object-Restricted Encode (LeakFree)"
@@ -37,6 +38,7 @@ class ObjectRestrictedEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip, edits, eos_mode):
+        refuse_flux_clip(clip, NODE)
         plan, embeddings, pooled = encode_plan(clip, edits, eos_mode, NODE)
         target = [[embeddings.keys.unsqueeze(0), {"pooled_output": pooled, ORE_KEY: OrePayload(plan, embeddings, eos_mode)}]]
         return io.NodeOutput(target, encode_prompt(clip, plan.source_prompt), plan)
