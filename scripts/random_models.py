@@ -90,10 +90,12 @@ def flux(size: str = "tiny", seed: int = 0, guidance: bool = True) -> comfy.mode
 
 
 def flux_text_options(size: str = "tiny") -> dict:
-    """ComfyUI's per-encoder config overrides for a thin CLIP-L and a thin T5 (2 layers, the real vocabulary) whose
-    width is the text width of that Flux shape (t5_config_xxl.json has 24 layers of width 4096)."""
-    t5 = dict(d_model=FLUX_SHAPES[size]["context_in_dim"], d_ff=64, d_kv=32, num_heads=2, num_layers=2)
-    return {"clip_l_model_config": dict(TINY_TEXT, hidden_size=768, projection_dim=768), "t5xxl_model_config": t5}
+    """ComfyUI's per-encoder config overrides: a thin T5 (2 layers, the real vocabulary) as wide as that Flux shape's
+    text (t5_config_xxl.json: 24 layers of width 4096); for ``tiny`` a thin CLIP-L too (``reduced``: the real CLIP-L)."""
+    options = {"t5xxl_model_config": dict(d_model=FLUX_SHAPES[size]["context_in_dim"], d_ff=64, d_kv=32, num_heads=2, num_layers=2)}
+    if size == "tiny":
+        options["clip_l_model_config"] = dict(TINY_TEXT, hidden_size=768, projection_dim=768)
+    return options
 
 
 def flux_clip(size: str = "tiny", seed: int = 0) -> comfy.sd.CLIP:

@@ -1,0 +1,168 @@
+"""Cost of region-guided joint attention on Flux: seconds per sampling step, patched vs plain, and peak memory.
+
+Random weights at the released Flux width (hidden 3072, 24 heads, T5 text width 4096, 256 text tokens) with a
+reduced depth (``--double`` / ``--single`` of the released 19 / 38 blocks; default 1 + 1), 512x512 (64x64
+latent: 1024 image tokens), CFG 1 with Flux guidance 3.5 (one row per step, as Flux dev is sampled), 2 objects.
+Variants, interleaved round by round so drift hits all alike:
+
+- plain: the unpatched model on the same target conditioning (the base prompt);
+- joint: Region-Guided Joint Attention (``region`` mode), the routing bias on every double and single block;
+- joint + blend: the same and Latent Background Blend's noise mask.
+
+Prints the fastest and median s/step of each and its ratio to plain (goal <= 1.10), and the peak resident memory
+of a fresh process that builds the model and runs one step of each variant. On the CPU in fp32, as
+scripts/random_models.py builds its models.
+
+Then the two ``image_attention`` modes side by side on the tiny test Flux (tests/test_flux.py's shape): after
+4 steps with the moon's prompt changed, how much the wolf's region and the background moved, as a fraction of
+how much the moon's region moved (0 = isolated; the unpatched model for comparison).
+
+    python bench/flux_step.py [--size 512] [--rounds 3] [--double 1] [--single 1] [--skip-memory]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import comfy_env  # noqa: E402
+from rebalance_step import peak_rss_gib  # noqa: E402
+
+EDITS = "wolf -> brown-colored goat\nmoon -> moon made of gold"
+VARIANTS = ("plain", "joint", "joint + blend")
+
+
+def setup():
+    comfy_env.prepare_comfy()
+    comfy_env.register_pack()
+
+
+def build(size: int, double: int, single: int):
+    """(variants {name: (model, noise mask)}, target conditioning, source latent)."""
+    import torch
+    import random_models
+    from leakfree_edit.nodes.background_blend import LatentBackgroundBlend
+    from leakfree_edit.nodes.encode_flux import ObjectRestrictedEncodeFlux
+    from leakfree_edit.nodes.joint_attention import RegionGuidedJointAttention
+
+    random_models.FLUX_SHAPES["reduced"].update(depth=double, depth_single_blocks=single)
+    plain = random_models.flux("reduced")
+    target, _, _ = ObjectRestrictedEncodeFlux.execute(random_models.flux_clip("reduced"), EDITS, "")
+    target = [[target[0][0], dict(target[0][1], guidance=3.5)]]
+    masks = torch.zeros(2, size, size)
+    masks[0, : size // 2, : size // 2] = 1
+    masks[1, size // 2 :, size // 3 :] = 1
+    latent = torch.randn(1, 16, size // 8, size // 8, generator=torch.Generator().manual_seed(0))
+    joint, = RegionGuidedJointAttention.execute(plain, target, masks)
+    blended, joint_blend = LatentBackgroundBlend.execute({"samples": latent}, masks, joint)
+    variants = {"plain": (plain, None), "joint": (joint, None), "joint + blend": (joint_blend, blended["noise_mask"])}
+    return variants, target, latent
+
+
+def step_seconds(model, noise_mask, target, latent) -> float:
+    import torch
+    import comfy.sample
+
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
+    started = time.perf_counter()
+    comfy.sample.sample(model, noise, 1, 1.0, "euler", "simple", target, target, latent, denoise=1.0, noise_mask=noise_mask,
+                        seed=0, disable_pbar=True)
+    return time.perf_counter() - started
+
+
+def step_times(size: int, rounds: int, double: int, single: int) -> dict:
+    import torch
+
+    variants, target, latent = build(size, double, single)
+    with torch.no_grad():
+        for model, mask in variants.values():  # warm-up: model load, bias caches, first-call allocations
+            step_seconds(model, mask, target, latent)
+        times = {name: [] for name in variants}
+        for round_index in range(rounds):
+            for name, (model, mask) in variants.items():
+                times[name].append(step_seconds(model, mask, target, latent))
+            print(f"round {round_index + 1}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items()), flush=True)
+    return times
+
+
+def cpu_peak(variant: str, size: int, double: int, single: int) -> dict:
+    """Peak resident memory of this process after building the model and one step of ``variant``, in GiB."""
+    import torch
+
+    variants, target, latent = build(size, double, single)
+    with torch.no_grad():
+        step_seconds(*variants[variant], target, latent)
+    return {"peak_rss_gib": peak_rss_gib()}
+
+
+def image_attention_leak(steps: int = 4) -> dict:
+    """{mode: (wolf region, background) change / moon region change} when the moon's prompt changes, tiny Flux."""
+    import torch
+    import comfy.sample
+    import random_models
+    from leakfree_edit.masking.token_grid import token_regions
+    from leakfree_edit.nodes.encode_flux import ObjectRestrictedEncodeFlux
+    from leakfree_edit.nodes.joint_attention import RegionGuidedJointAttention
+
+    clip, plain = random_models.flux_clip(), random_models.flux()
+    masks = torch.zeros(2, 128, 128)
+    masks[0, :64, :48], masks[1, 64:, 64:] = 1, 1
+    pixels = token_regions(masks, 2, 16, 16, 2)[0].view(8, 8).repeat_interleave(2, 0).repeat_interleave(2, 1)
+    latent = torch.randn(1, 16, 16, 16, generator=torch.Generator().manual_seed(3))
+    leaks = {}
+    for mode in ("region", "all", "unpatched"):
+        outs = []
+        for edits in (EDITS, EDITS.replace("moon made of gold", "moon made of green cheese")):
+            target, _, _ = ObjectRestrictedEncodeFlux.execute(clip, edits, "")
+            model = plain if mode == "unpatched" else RegionGuidedJointAttention.execute(plain, target, masks, mode)[0]
+            noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
+            with torch.no_grad():
+                outs.append(comfy.sample.sample(model, noise, steps, 1.0, "euler", "simple", target, target, latent, seed=0, disable_pbar=True))
+        moved = [float((outs[0] - outs[1])[..., pixels == region].abs().mean()) for region in (1, 0, 2)]
+        leaks[mode] = (moved[0] / moved[2], moved[1] / moved[2])
+    return leaks
+
+
+def in_fresh_process(function: str, *arguments) -> dict:
+    code = (f"import sys; sys.argv = ['x']; sys.path.insert(0, {str(Path(__file__).parent)!r}); import flux_step as b, json; "
+            f"b.setup(); print(json.dumps(b.{function}(*{arguments!r})))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--double", type=int, default=1, help="double blocks (released: 19)")
+    parser.add_argument("--single", type=int, default=1, help="single blocks (released: 38)")
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args(argv)
+    setup()
+    import torch
+
+    times = step_times(args.size, args.rounds, args.double, args.single)
+    plain = min(times["plain"])
+    print(f"\nFlux width 3072, {args.double} double + {args.single} single blocks, {args.size}x{args.size}, 2 objects, CFG 1, "
+          f"{args.rounds} rounds, torch {torch.__version__}, CPU fp32, {torch.get_num_threads()} threads (min is the figure; median shows the noise)")
+    for name, values in times.items():
+        fastest = min(values)
+        print(f"  {name:14s} min {fastest:8.3f} s/step ({fastest / plain:.3f}x plain), median {statistics.median(values):8.3f}")
+    if not args.skip_memory:
+        peaks = {name: in_fresh_process("cpu_peak", name, args.size, args.double, args.single)["peak_rss_gib"] for name in VARIANTS}
+        print("  peak RSS, fresh process (model built + one step): " + ", ".join(f"{k} {v:.2f} GiB" for k, v in peaks.items()))
+    tokens = 256 + (args.size // 16) ** 2
+    print(f"  the routing bias: {tokens}x{tokens} per mask set, {tokens * tokens * 4 / 2**20:.1f} MiB in fp32")
+    print("image_attention modes, tiny Flux, 4 steps, the moon's prompt changed: change / the moon region's change")
+    for mode, (wolf, background) in image_attention_leak().items():
+        print(f"  {mode:9s} wolf region {wolf:.2e}, background {background:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
