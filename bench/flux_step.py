@@ -9,22 +9,22 @@ Variants, interleaved round by round so drift hits all alike:
 - joint: Region-Guided Joint Attention (``region`` mode), the routing bias on every double and single block;
 - joint + blend: the same and Latent Background Blend's noise mask.
 
-Prints the fastest and median s/step of each and its ratio to plain (goal <= 1.10), and the peak resident memory
-of a fresh process that builds the model and runs one step of each variant. On the CPU in fp32, as
+Prints, for each variant, the fastest wall-clock s/step, the fastest CPU seconds per step (the work done, which
+other processes on a shared machine disturb less than the wall clock) and the median over rounds of the
+per-round ratio to plain (the goal is <= 1.10), then the peak resident memory of one step of each variant (the
+kernel's high-water mark reset before the step: the weights plus what the step adds). On the CPU in fp32, as
 scripts/random_models.py builds its models.
 
 Then the two ``image_attention`` modes side by side on the tiny test Flux (tests/test_flux.py's shape): after
 4 steps with the moon's prompt changed, how much the wolf's region and the background moved, as a fraction of
 how much the moon's region moved (0 = isolated; the unpatched model for comparison).
 
-    python bench/flux_step.py [--size 512] [--rounds 3] [--double 1] [--single 1] [--skip-memory]
+    python bench/flux_step.py [--size 512] [--rounds 3] [--double 1] [--single 1]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -64,21 +64,21 @@ def build(size: int, double: int, single: int):
     return variants, target, latent
 
 
-def step_seconds(model, noise_mask, target, latent) -> float:
+def step_seconds(model, noise_mask, target, latent) -> tuple[float, float]:
+    """(wall-clock seconds, CPU seconds of this process) of one sampling step."""
     import torch
     import comfy.sample
 
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
-    started = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     comfy.sample.sample(model, noise, 1, 1.0, "euler", "simple", target, target, latent, denoise=1.0, noise_mask=noise_mask,
                         seed=0, disable_pbar=True)
-    return time.perf_counter() - started
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def step_times(size: int, rounds: int, double: int, single: int) -> dict:
+def step_times(variants, target, latent, rounds: int) -> dict:
     import torch
 
-    variants, target, latent = build(size, double, single)
     with torch.no_grad():
         for model, mask in variants.values():  # warm-up: model load, bias caches, first-call allocations
             step_seconds(model, mask, target, latent)
@@ -86,18 +86,21 @@ def step_times(size: int, rounds: int, double: int, single: int) -> dict:
         for round_index in range(rounds):
             for name, (model, mask) in variants.items():
                 times[name].append(step_seconds(model, mask, target, latent))
-            print(f"round {round_index + 1}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items()), flush=True)
+            print(f"round {round_index + 1}: " + ", ".join(f"{k} {v[-1][0]:.2f} s ({v[-1][1]:.2f} CPU s)" for k, v in times.items()), flush=True)
     return times
 
 
-def cpu_peak(variant: str, size: int, double: int, single: int) -> dict:
-    """Peak resident memory of this process after building the model and one step of ``variant``, in GiB."""
+def step_peaks(variants, target, latent) -> dict:
+    """Peak resident memory (GiB) of one step of each variant, the high-water mark reset just before it (Linux)."""
     import torch
 
-    variants, target, latent = build(size, double, single)
+    peaks = {}
     with torch.no_grad():
-        step_seconds(*variants[variant], target, latent)
-    return {"peak_rss_gib": peak_rss_gib()}
+        for name, (model, mask) in variants.items():
+            Path("/proc/self/clear_refs").write_text("5")
+            step_seconds(model, mask, target, latent)
+            peaks[name] = peak_rss_gib()
+    return peaks
 
 
 def image_attention_leak(steps: int = 4) -> dict:
@@ -128,34 +131,28 @@ def image_attention_leak(steps: int = 4) -> dict:
     return leaks
 
 
-def in_fresh_process(function: str, *arguments) -> dict:
-    code = (f"import sys; sys.argv = ['x']; sys.path.insert(0, {str(Path(__file__).parent)!r}); import flux_step as b, json; "
-            f"b.setup(); print(json.dumps(b.{function}(*{arguments!r})))")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--double", type=int, default=1, help="double blocks (released: 19)")
     parser.add_argument("--single", type=int, default=1, help="single blocks (released: 38)")
-    parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args(argv)
     setup()
     import torch
 
-    times = step_times(args.size, args.rounds, args.double, args.single)
-    plain = min(times["plain"])
+    variants, target, latent = build(args.size, args.double, args.single)
+    times = step_times(variants, target, latent, args.rounds)
     print(f"\nFlux width 3072, {args.double} double + {args.single} single blocks, {args.size}x{args.size}, 2 objects, CFG 1, "
-          f"{args.rounds} rounds, torch {torch.__version__}, CPU fp32, {torch.get_num_threads()} threads (min is the figure; median shows the noise)")
+          f"{args.rounds} rounds, torch {torch.__version__}, CPU fp32, {torch.get_num_threads()} threads")
+    plain_wall, plain_cpu = (min(v[i] for v in times["plain"]) for i in (0, 1))
     for name, values in times.items():
-        fastest = min(values)
-        print(f"  {name:14s} min {fastest:8.3f} s/step ({fastest / plain:.3f}x plain), median {statistics.median(values):8.3f}")
-    if not args.skip_memory:
-        peaks = {name: in_fresh_process("cpu_peak", name, args.size, args.double, args.single)["peak_rss_gib"] for name in VARIANTS}
-        print("  peak RSS, fresh process (model built + one step): " + ", ".join(f"{k} {v:.2f} GiB" for k, v in peaks.items()))
+        ratios = [wall / plain for (wall, _), (plain, _) in zip(values, times["plain"])]
+        fastest, cpu = min(v[0] for v in values), min(v[1] for v in values)
+        print(f"  {name:14s} fastest {fastest:6.2f} s/step ({fastest / plain_wall:.3f}x plain), {cpu:6.2f} CPU s/step "
+              f"({cpu / plain_cpu:.3f}x), median per-round ratio {statistics.median(ratios):.3f}")
+    peaks = step_peaks(variants, target, latent)
+    print("  peak RSS of one step: " + ", ".join(f"{k} {v:.2f} GiB" for k, v in peaks.items()))
     tokens = 256 + (args.size // 16) ** 2
     print(f"  the routing bias: {tokens}x{tokens} per mask set, {tokens * tokens * 4 / 2**20:.1f} MiB in fp32")
     print("image_attention modes, tiny Flux, 4 steps, the moon's prompt changed: change / the moon region's change")

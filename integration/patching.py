@@ -58,6 +58,11 @@ def region_program(model) -> RegionAttentionProgram:
 
 def program_with_regions(model, node: str) -> RegionAttentionProgram:
     """The region program on ``model``; an error naming the fix when RGB-CAM is not on it."""
+    if is_flux_model(model):
+        raise NodeInputError(
+            f"{node}: this is a Flux model; this node works on SD1.5/SDXL's cross-attention layers. "
+            "On Flux, Region-Guided Joint Attention (LeakFree) isolates the objects."
+        )
     program = region_program(model)
     if program.cross is None:
         raise NodeInputError(

@@ -15,3 +15,14 @@ def object_mask_outputs() -> list:
         io.Mask.Output(display_name="background_mask", tooltip="Where no object is: the area background blending keeps from the source."),
         io.Image.Output(display_name="preview", tooltip="The image with each object's mask in its own colour."),
     ]
+
+
+def edits_input():
+    """The edit list every encoder takes."""
+    return io.String.Input("edits", multiline=True, default="wolf -> brown-colored goat\nmoon -> moon made of gold",
+                           tooltip="One edit per line: 'source object -> target prompt'. Lines starting with # are ignored. "
+                                   "ComfyUI weight syntax works in targets.")
+
+
+def edit_plan_output():
+    return EditPlan.Output(display_name="edit_plan", tooltip="The objects in edit order: mask nodes make one mask per object from it.")

@@ -4,7 +4,7 @@ from comfy_api.latest import io
 from ..integration.checks import JOINT_KEY
 from ..integration.encoding import encode_prompt
 from ..integration.flux import JointPayload, encode_flux_plan
-from ..integration.sockets import CATEGORY, EditPlan
+from ..integration.sockets import CATEGORY, edit_plan_output, edits_input
 
 NODE = "Object-Restricted Encode for Flux (LeakFree)"
 
@@ -20,9 +20,7 @@ class ObjectRestrictedEncodeFlux(io.ComfyNode):
                         "and a background prompt, in one T5 + CLIP-L call, so each region can read only its own object's text.",
             inputs=[
                 io.Clip.Input("clip", tooltip="Flux's text encoders (DualCLIPLoader: clip_l + t5xxl, type flux)."),
-                io.String.Input("edits", multiline=True, default="wolf -> brown-colored goat\nmoon -> moon made of gold",
-                                tooltip="One edit per line: 'source object -> target prompt'. Lines starting with # are ignored. "
-                                        "ComfyUI weight syntax works in targets."),
+                edits_input(),
                 io.String.Input("background", multiline=True, default="",
                                 tooltip="What the background's tokens read, and the text of CLIP-L's pooled vector. Keep the "
                                         "objects' attributes out of it; empty is a neutral choice."),
@@ -31,7 +29,7 @@ class ObjectRestrictedEncodeFlux(io.ComfyNode):
                 io.Conditioning.Output(display_name="target", tooltip="The target base prompt (T5) with the per-object encodings: "
                                        "feed it to Region-Guided Joint Attention and to the sampler's positive."),
                 io.Conditioning.Output(display_name="source", tooltip="The source base prompt (objects joined with ' and ')."),
-                EditPlan.Output(display_name="edit_plan", tooltip="The objects in edit order: mask nodes make one mask per object from it."),
+                edit_plan_output(),
             ],
         )
 

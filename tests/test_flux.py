@@ -131,6 +131,30 @@ def test_unconditional_and_other_rows_equal_the_unpatched_model(models):
     assert by_row_kind(patched_calls)[1].shape[0] == 2  # both images of the batch
 
 
+def test_another_packs_block_replace_still_runs_and_the_region_stays_isolated(models, runs):
+    """A ``patches_replace["dit"]`` block replace (as PuLID-style packs install) on every block, set before the patch."""
+    from leakfree_edit.nodes.joint_attention import RegionGuidedJointAttention
+
+    ran = []
+
+    def replace(args, extra):
+        ran.append(1)
+        return extra["original_block"](args)
+
+    outputs = []
+    for edits in (EDITS, CHANGED[1]):
+        model = models.flux()
+        for kind, count in (("double_block", 2), ("single_block", 2)):
+            for index in range(count):
+                model.set_model_patch_replace(replace, "dit", kind, index)
+        target, _, _ = encode_flux(models, edits)
+        patched, = RegionGuidedJointAttention.execute(model, target, MASKS)
+        outputs.append(sample(patched, target, target, torch.randn(LATENT, generator=torch.Generator().manual_seed(3)), 1.0))
+    assert len(ran) == 2 * 2 * 4  # two runs x two steps x four blocks
+    wolf = pixel_classes() == 1
+    assert torch.equal(outputs[0], runs["base"][0]) and torch.equal(outputs[0][..., wolf], outputs[1][..., wolf])
+
+
 def test_the_final_latent_background_is_the_source_for_rectified_flow(models):
     """Latent Background Blend on Flux: every model call sees the background at x_t = (1 - t) x0 + t n (ComfyUI's
     sampler for CONST model sampling), the final latent's background equals the source, exactly after the paste."""
@@ -197,6 +221,13 @@ def test_a_flux_plan_on_an_sd_model_and_the_reverse_are_refused_with_the_route(m
         RegionGuidedJointAttention.execute(models.unet(), flux_target, masks)
     with pytest.raises(node_error(), match=r"^Region-Guided Joint Attention \(LeakFree\): this conditioning did not come from Object-Restricted Encode for Flux"):
         RegionGuidedJointAttention.execute(models.flux(), [[torch.zeros(1, 256, 64), {}]], masks)
+
+
+def test_the_sd_only_leakage_controls_refuse_a_flux_model(models):
+    from leakfree_edit.nodes.rebalance import SourceDominanceRebalance
+
+    with pytest.raises(node_error(), match=r"^Source-Dominance Rebalance \(LeakFree\): this is a Flux model; .*Region-Guided Joint Attention"):
+        SourceDominanceRebalance.execute(models.flux())
 
 
 def test_the_wrong_clip_is_refused_by_either_encoder(models):
