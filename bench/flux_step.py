@@ -15,7 +15,8 @@ per-round ratio to plain (the goal is <= 1.10), then the peak resident memory of
 kernel's high-water mark reset before the step: the weights plus what the step adds). On the CPU in fp32, as
 scripts/random_models.py builds its models.
 
-Then the two ``image_attention`` modes side by side on the tiny test Flux (tests/test_flux.py's shape): after
+Then one joint attention call alone, without and with the bias (the only computation the patch adds to), and the
+two ``image_attention`` modes side by side on the tiny test Flux (tests/test_flux.py's shape): after
 4 steps with the moon's prompt changed, how much the wolf's region and the background moved, as a fraction of
 how much the moon's region moved (0 = isolated; the unpatched model for comparison).
 
@@ -103,6 +104,26 @@ def step_peaks(variants, target, latent) -> dict:
     return peaks
 
 
+def attention_kernel(size: int, repeats: int = 5) -> tuple[float, float]:
+    """Fastest seconds of one joint attention call at the released shape (24 heads of 128), without and with the bias."""
+    import torch
+    import torch.nn.functional as F
+
+    tokens = 256 + (size // 16) ** 2
+    q, k, v = (torch.randn(1, 24, tokens, 128, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    bias = torch.zeros(1, 1, tokens, tokens)
+    bias[..., : tokens // 3] = float("-inf")
+    fastest = []
+    for mask in (None, bias):
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            times.append(time.perf_counter() - started)
+        fastest.append(min(times))
+    return fastest[0], fastest[1]
+
+
 def image_attention_leak(steps: int = 4) -> dict:
     """{mode: (wolf region, background) change / moon region change} when the moon's prompt changes, tiny Flux."""
     import torch
@@ -155,6 +176,9 @@ def main(argv=None) -> int:
     print("  peak RSS of one step: " + ", ".join(f"{k} {v:.2f} GiB" for k, v in peaks.items()))
     tokens = 256 + (args.size // 16) ** 2
     print(f"  the routing bias: {tokens}x{tokens} per mask set, {tokens * tokens * 4 / 2**20:.1f} MiB in fp32")
+    unmasked, masked = attention_kernel(args.size)
+    print(f"  one joint attention call ({tokens} tokens, 24 heads of 128): {unmasked:.3f} s plain, {masked:.3f} s with the bias "
+          f"({masked / unmasked:.2f}x); {args.double + args.single} such calls per step")
     print("image_attention modes, tiny Flux, 4 steps, the moon's prompt changed: change / the moon region's change")
     for mode, (wolf, background) in image_attention_leak().items():
         print(f"  {mode:9s} wolf region {wolf:.2e}, background {background:.2e}")

@@ -37,8 +37,8 @@ def encode_flux(models, edits, background=""):
     return ObjectRestrictedEncodeFlux.execute(models.flux_clip(), edits, background)
 
 
-def edit(models, edits, image_attention="region", cfg=1.0, negative=None, steps=2, latent=None):
-    """Sample with region-guided joint attention; returns (final latent, model calls, joint attention outputs)."""
+def edit(models, edits, image_attention="region"):
+    """2 steps with region-guided joint attention at CFG 1; returns (final latent, model calls, joint attention outputs)."""
     from leakfree_edit.nodes.joint_attention import RegionGuidedJointAttention
 
     target, _, _ = encode_flux(models, edits)
@@ -47,8 +47,7 @@ def edit(models, edits, image_attention="region", cfg=1.0, negative=None, steps=
     model.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = recorder
     patched, = RegionGuidedJointAttention.execute(model, target, MASKS, image_attention)
     calls = record_model_calls(patched)
-    latent = torch.randn(LATENT, generator=torch.Generator().manual_seed(3)) if latent is None else latent
-    out = sample(patched, target, negative or target, latent, cfg, steps=steps)
+    out = sample(patched, target, target, torch.randn(LATENT, generator=torch.Generator().manual_seed(3)), 1.0)
     return out, calls, recorder.outputs
 
 
