@@ -10,9 +10,12 @@ from ..attention.ore import OreEmbeddings
 from ..attention.plan import EditPlan
 from ..masking.quality import aspect_mismatch
 from .errors import NodeInputError
-from .patching import context_dim
+from .patching import context_dim, is_flux_model
 
 ORE_KEY = "leakfree_ore"  # where the payload rides in the target conditioning's options
+JOINT_KEY = "leakfree_joint"  # where Object-Restricted Encode for Flux puts its payload (integration/flux.py)
+FLUX_ROUTE = ("On a Flux model use Object-Restricted Encode for Flux (LeakFree) with Region-Guided Joint Attention (LeakFree); "
+              "on SD1.5/SDXL, Object-Restricted Encode (LeakFree) with Region-Guided Cross-Attention (LeakFree).")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ def ore_payload(conditioning, node: str) -> OrePayload:
         payload = options.get(ORE_KEY)
         if payload is not None:
             return payload
+        if options.get(JOINT_KEY) is not None:
+            raise NodeInputError(f"{node}: this conditioning was encoded for Flux by Object-Restricted Encode for Flux. {FLUX_ROUTE}")
     raise NodeInputError(
         f"{node}: this conditioning did not come from Object-Restricted Encode. Connect the 'target' output of "
         "Object-Restricted Encode (LeakFree) (a plain CLIPTextEncode has no object-restricted embeddings)."
@@ -69,6 +74,8 @@ def check_masks(masks, plan: EditPlan, node: str) -> torch.Tensor:
 
 
 def check_model(model, plan: EditPlan, node: str) -> None:
+    if is_flux_model(model):
+        raise NodeInputError(f"{node}: this is a Flux model (joint attention, no cross-attention layers). {FLUX_ROUTE}")
     expected = context_dim(model)
     if expected is not None and expected != plan.context_dim:
         raise NodeInputError(

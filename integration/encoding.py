@@ -25,6 +25,12 @@ def encode_plan(clip, edits: str, eos_mode: str, node: str) -> tuple[EditPlan, O
     return plan, embeddings, pooled
 
 
+def encode_prompt(clip, text: str) -> list:
+    """CLIPTextEncode's CONDITIONING for ``text``."""
+    cond, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
+    return [[cond, {"pooled_output": pooled}]]
+
+
 def encode_substituted_source(clip, plan: EditPlan, node: str) -> list:
     """The source branch's CONDITIONING as ALE-Edit builds it: the source base prompt with each object's span replaced
     by that object's own tokens 1..L_i from its solo encoding (``ore.py``, ``get_substituted_base_embeds``), the base

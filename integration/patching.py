@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import comfy.ldm.flux.model as comfy_flux
 import comfy.ldm.modules.attention as comfy_attention
 
 from ..attention.region_attention import PROGRAM_KEY, RegionAttentionProgram, RegionCrossAttention, ValueSubstitution
@@ -40,6 +41,11 @@ def context_dim(model) -> int | None:
     return model.model.model_config.unet_config.get("context_dim")
 
 
+def is_flux_model(model) -> bool:
+    """A Flux (MMDiT) diffusion model: dev, schnell, Kontext, fine-tunes (ComfyUI's comfy.ldm.flux.model.Flux)."""
+    return isinstance(model.model.diffusion_model, comfy_flux.Flux)
+
+
 def percent_to_sigma(model, percent: float) -> float:
     return float(model.get_model_object("model_sampling").percent_to_sigma(percent))
 
@@ -52,6 +58,11 @@ def region_program(model) -> RegionAttentionProgram:
 
 def program_with_regions(model, node: str) -> RegionAttentionProgram:
     """The region program on ``model``; an error naming the fix when RGB-CAM is not on it."""
+    if is_flux_model(model):
+        raise NodeInputError(
+            f"{node}: this is a Flux model; this node works on SD1.5/SDXL's cross-attention layers. "
+            "On Flux, Region-Guided Joint Attention (LeakFree) isolates the objects."
+        )
     program = region_program(model)
     if program.cross is None:
         raise NodeInputError(

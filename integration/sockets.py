@@ -25,3 +25,14 @@ def overlap_input():
                           tooltip="Pixels two objects claim. background: ALE-Edit's rule, they take the background's text (an object "
                                   "inside another, a shirt on a boy, is then not edited). inner: the smaller object owns them. The "
                                   "preview says how much of each object's area is its own.")
+
+
+def edits_input():
+    """The edit list every encoder takes."""
+    return io.String.Input("edits", multiline=True, default="wolf -> brown-colored goat\nmoon -> moon made of gold",
+                           tooltip="One edit per line: 'source object -> target prompt'. Lines starting with # are ignored. "
+                                   "ComfyUI weight syntax works in targets.")
+
+
+def edit_plan_output():
+    return EditPlan.Output(display_name="edit_plan", tooltip="The objects in edit order: mask nodes make one mask per object from it.")

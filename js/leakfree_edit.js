@@ -2,7 +2,7 @@
 import { app } from "../../scripts/app.js";
 import { parseEdits, summary } from "./edit_list.js";
 
-const ENCODE = "LeakFreeObjectRestrictedEncode";
+const ENCODERS = new Set(["LeakFreeObjectRestrictedEncode", "LeakFreeObjectRestrictedEncodeFlux"]);
 const PAINTED_MASKS = "LeakFreeObjectMasksPainted";
 const MASK_INPUT = /^mask_(\d+)$/;
 export const STATUS_WIDGET = "edit_summary";
@@ -96,7 +96,7 @@ function growMaskInputs(nodeType) {
 app.registerExtension({
   name: "LeakFreeEdit.UI",
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData.name === ENCODE) showEditSummary(nodeType);
+    if (ENCODERS.has(nodeData.name)) showEditSummary(nodeType);
     if (nodeData.name === PAINTED_MASKS) growMaskInputs(nodeType);
   },
 });

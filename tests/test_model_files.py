@@ -45,12 +45,16 @@ def test_files_have_the_user_facing_names_and_layouts(written):
     from safetensors import safe_open
 
     models, paths = written
-    assert {folder: path.relative_to(models).as_posix() for folder, path in paths.items()} == {
+    assert {name: path.relative_to(models).as_posix() for name, path in paths.items()} == {
         "checkpoints": "checkpoints/v1-5-pruned-emaonly.safetensors",
         "loras": "loras/lcm-lora-sdv1-5.safetensors",
         "grounding-dino": "grounding-dino/groundingdino_swint_ogc.pth",
         "bert-base-uncased": "bert-base-uncased/vocab.txt",
         "sams": "sams/sam_vit_b_01ec64.pth",
+        "flux": "diffusion_models/flux1-dev.safetensors",
+        "flux-clip-l": "text_encoders/clip_l.safetensors",
+        "flux-t5xxl": "text_encoders/t5xxl_fp16.safetensors",
+        "flux-vae": "vae/ae.safetensors",
     }
     with safe_open(paths["checkpoints"], "pt") as file:  # the original SD1.5 single-file layout, fp16
         keys = list(file.keys())
@@ -142,14 +146,45 @@ def test_sam_loads_with_the_pack_loader(written):
     assert len(segmenter.model.image_encoder.blocks) == 12
 
 
+def test_flux_files_load_with_comfyuis_loaders_as_flux(written, comfy_warnings):
+    """UNETLoader and VAELoader as a user's files; the text encoders through DualCLIPLoader's load with the thin-T5 override."""
+    import importlib.util
+
+    import comfy.model_management
+    import comfy.supported_models
+    import folder_paths
+    import nodes
+
+    models, paths = written
+    spec = importlib.util.spec_from_file_location("flux_text_encoders_node", model_files.SCRIPTS.parent / "tests" / "flux_text_encoders_node.py")
+    thin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(thin)
+    with pytest.MonkeyPatch.context() as patch:
+        for folder in ("diffusion_models", "text_encoders", "vae"):
+            patch.setitem(folder_paths.folder_names_and_paths, folder, ([str(models / folder)], {".safetensors"}))
+        patch.setattr(folder_paths, "filename_list_cache", {})
+        model, = nodes.UNETLoader().load_unet("flux1-dev.safetensors", "default")
+        vae, = nodes.VAELoader().load_vae("ae.safetensors")
+        clip, = thin.ThinDualCLIPLoader().load_clip("clip_l.safetensors", "t5xxl_fp16.safetensors", "flux")
+    assert type(model.model.model_config) is comfy.supported_models.Flux
+    flux = model.model.diffusion_model.params
+    assert (flux.hidden_size, flux.num_heads, flux.depth, flux.depth_single_blocks, flux.context_in_dim) == (3072, 24, 1, 1, 4096)
+    assert vae.latent_channels == 16
+    assert len(clip.cond_stage_model.clip_l.transformer.text_model.encoder.layers) == 12  # the real CLIP-L
+    cond, pooled = clip.encode_from_tokens(clip.tokenize("a goat"), return_pooled=True)
+    assert cond.shape == (1, 256, 4096) and pooled.shape == (1, 768) and torch.isfinite(cond).all()
+    assert not [m for m in comfy_warnings() if "missing" in m], comfy_warnings()  # every weight came from the files
+    comfy.model_management.unload_all_models()
+
+
 def test_second_call_links_the_cached_files(written, tmp_path, capsys):
     start = time.perf_counter()
     again = model_files.write_model_files(tmp_path / "models")
     assert time.perf_counter() - start < 5
     assert capsys.readouterr().out.count(", cached, ") == len(model_files.FILES)
-    for folder, path in written[1].items():
-        assert os.path.samefile(again[folder], path)
-        assert os.path.samefile(path, model_files.cache_dir() / folder / model_files.FILES[folder])
+    for name, path in written[1].items():
+        assert os.path.samefile(again[name], path)
+        assert os.path.samefile(path, model_files.cache_dir() / model_files.FILES[name])
     assert model_files.write_model_files(tmp_path / "models", only=("loras",)) == {"loras": again["loras"]}
 
 

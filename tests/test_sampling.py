@@ -9,42 +9,7 @@ import torch
 
 import leakfree_edit.attention.region_attention as region_attention
 from leakfree_edit.masking.ops import latent_mask
-from leakfree_edit.tests._editing import EDITS, encode, object_masks
-
-
-
-
-
-
-
-def record_model_calls(model):
-    """Wrap apply_model to keep (cond_or_uncond, output chunks) of every UNet call."""
-    calls = []
-
-    def wrapper(apply_model, args):
-        out = apply_model(args["input"], args["timestep"], **args["c"])
-        calls.append((list(args["cond_or_uncond"]), out.chunk(len(args["cond_or_uncond"]))))
-        return out
-
-    model.set_model_unet_function_wrapper(wrapper)
-    return calls
-
-
-def by_row_kind(calls):
-    """{0: conditional outputs, 1: unconditional outputs} of the first step, however ComfyUI split the batch."""
-    rows = {}
-    for order, chunks in calls:
-        for kind, chunk in zip(order, chunks):
-            rows.setdefault(kind, chunk)
-    return rows
-
-
-def sample(model, positive, negative, latent, cfg, steps=2, noise_mask=None, seed=0):
-    import comfy.sample
-
-    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
-    return comfy.sample.sample(model, noise, steps, cfg, "euler", "normal", positive, negative, latent,
-                               denoise=1.0, noise_mask=noise_mask, seed=seed, disable_pbar=True)
+from leakfree_edit.tests._editing import EDITS, by_row_kind, encode, object_masks, record_model_calls, sample
 
 
 CASES = [  # kind, latent (batch, h, w), cfg

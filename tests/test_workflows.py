@@ -15,7 +15,7 @@ import ui_workflow
 ROOT = Path(__file__).resolve().parents[1]
 API_WORKFLOWS = sorted((ROOT / "api_workflows").glob("*.json"))
 RELEASE = ROOT / "tests" / "data" / "release_0.1.0"  # the workflows as the previous release shipped them
-MODEL_FOLDERS = ("checkpoints", "loras", "grounding-dino", "sams", "bert-base-uncased")
+MODEL_FOLDERS = ("checkpoints", "loras", "grounding-dino", "sams", "bert-base-uncased", "diffusion_models", "text_encoders", "vae")
 
 
 @pytest.fixture(scope="module")
