@@ -158,3 +158,26 @@ class AleMetrics:
             per_object = [(target, self.clip_similarity(edited, target, as_rgb_mask(mask))) for target, mask in zip(targets, masks)]
             values["editing_performance"] = float(np.mean([score for _, score in per_object]))
         return EditScores({metric: values[metric] for metric in METRICS}, per_object)
+
+
+def resized_to(image: np.ndarray, size: tuple[int, int], mask: bool = False) -> np.ndarray:
+    """An 8-bit image (or mask) at ``size`` (w, h): PIL's default bicubic for images as EV:128, nearest for masks."""
+    from PIL import Image
+
+    if image.shape[1::-1] == tuple(size):
+        return image
+    resample = Image.Resampling.NEAREST if mask else Image.Resampling.BICUBIC
+    return np.array(Image.fromarray(image).resize(tuple(size), resample))
+
+
+def score_images(metrics: AleMetrics, sources, edited, masks, edits: Sequence[tuple[str, str]]) -> list[EditScores]:
+    """The metrics of each edited image of a batch: ``sources`` one or one per edit (uint8 H x W x 3), ``edited``
+    resized to its source's size, ``masks`` one list of 8-bit masks (in ``edits`` order) or one per image,
+    resized to the source's size (nearest)."""
+    out = []
+    for index, image in enumerate(edited):
+        source = sources[index if len(sources) > 1 else 0]
+        size = source.shape[1::-1]
+        image_masks = [resized_to(m, size, mask=True) for m in masks[index if len(masks) > 1 else 0]]
+        out.append(metrics.score(source, resized_to(image, size), edits, image_masks))
+    return out

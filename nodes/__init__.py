@@ -5,13 +5,15 @@ from .background_blend import LatentBackgroundBlend, LatentBackgroundPaste
 from .dual_branch import DualBranchGuider
 from .encode import ObjectRestrictedEncode
 from .grounded_sam import ObjectMasksGroundedSAM
+from .leakage_metrics import LeakageMetrics
 from .loaders import GroundingDinoLoader, SAMLoader
 from .painted_masks import ObjectMasksPainted
+from .pixel_composite import PixelBackgroundComposite
 from .rebalance import SourceDominanceRebalance
 from .region_attention import RegionGuidedCrossAttention
 
 NODES = [
     ObjectRestrictedEncode, ObjectMasksPainted, GroundingDinoLoader, SAMLoader, ObjectMasksGroundedSAM, MasksFromAttention,
-    RegionGuidedCrossAttention, SourceDominanceRebalance, RegionAnchoring, LatentBackgroundBlend, LatentBackgroundPaste,
-    DualBranchGuider,
+    RegionGuidedCrossAttention, SourceDominanceRebalance, RegionAnchoring, LatentBackgroundBlend, LatentBackgroundPaste, PixelBackgroundComposite,
+    DualBranchGuider, LeakageMetrics,
 ]
