@@ -15,3 +15,4 @@ def object_mask_outputs() -> list:
         io.Mask.Output(display_name="background_mask", tooltip="Where no object is: the area background blending keeps from the source."),
         io.Image.Output(display_name="preview", tooltip="The image with each object's mask in its own colour."),
     ]
+AttentionMaps = io.Custom("LEAKFREE_ATTENTION_MAPS")

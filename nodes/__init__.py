@@ -1,6 +1,7 @@
 """The pack's nodes (ComfyUI's V3 schema), one feature per module."""
 from .anchoring import RegionAnchoring
 from .attention_masks import MasksFromAttention
+from .attention_preview import AttentionMapPreview, AttentionMapRecorder
 from .background_blend import LatentBackgroundBlend, LatentBackgroundPaste
 from .dual_branch import DualBranchGuider
 from .encode import ObjectRestrictedEncode
@@ -15,5 +16,5 @@ from .region_attention import RegionGuidedCrossAttention
 NODES = [
     ObjectRestrictedEncode, ObjectMasksPainted, GroundingDinoLoader, SAMLoader, ObjectMasksGroundedSAM, MasksFromAttention,
     RegionGuidedCrossAttention, SourceDominanceRebalance, RegionAnchoring, LatentBackgroundBlend, LatentBackgroundPaste, PixelBackgroundComposite,
-    DualBranchGuider, LeakageMetrics,
+    DualBranchGuider, AttentionMapRecorder, AttentionMapPreview, LeakageMetrics,
 ]
