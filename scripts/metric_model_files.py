@@ -55,8 +55,8 @@ def write_squeezenet(file: Path, seed: int = 0) -> Path:
 
 
 def write_metric_models(folder: Path, dino: str = "dino_deitsmall16_pretrain", only=("clip", "dino", "lpips")) -> Path:
-    sys.path.insert(0, str(comfy_env.ROOT))
-    from evaluation.models import CLIP_FOLDER, DINO_FILES, LPIPS_BACKBONE
+    comfy_env.register_pack()
+    from leakfree_edit.evaluation.models import CLIP_FOLDER, DINO_FILES, LPIPS_BACKBONE
 
     folder.mkdir(parents=True, exist_ok=True)
     if "clip" in only:
