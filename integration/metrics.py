@@ -15,6 +15,7 @@ import folder_paths
 from ..evaluation.ale_metrics import AleMetrics
 from ..evaluation.models import MetricModels, load_metric_models
 from .detection import register_model_folder
+from .errors import NodeInputError
 
 METRICS_FOLDER = "leakage_metrics"
 register_model_folder(METRICS_FOLDER, {".pth", ".safetensors", ".json"})
@@ -34,7 +35,7 @@ def _state(folder: Path) -> tuple:
     return tuple(sorted((entry.name, entry.stat().st_mtime_ns) for entry in os.scandir(folder)))
 
 
-def ale_metrics() -> tuple[MetricModels, AleMetrics]:
+def ale_metrics(node: str) -> tuple[MetricModels, AleMetrics]:
     """The metric models of :func:`metrics_folder` on ComfyUI's device, loaded again only when the folder changed."""
     folder = metrics_folder()
     key, state = str(folder), _state(folder)
@@ -42,7 +43,12 @@ def ale_metrics() -> tuple[MetricModels, AleMetrics]:
         device = model_management.get_torch_device()
         models = load_metric_models(folder, device)
         _loaded.clear()
-        _loaded[key] = (state, models, AleMetrics(models.clip, models.lpips, models.dino, device))
+        try:
+            metrics = AleMetrics(models.clip, models.lpips, models.dino, device)
+        except ModuleNotFoundError as error:
+            raise NodeInputError(f"{node}: {error.name} is not installed; the metrics are computed with it. Install the pack's "
+                                 "requirements: pip install -r requirements.txt (in the pack's folder).") from None
+        _loaded[key] = (state, models, metrics)
     return _loaded[key][1], _loaded[key][2]
 
 

@@ -46,7 +46,7 @@ class LeakageMetrics(io.ComfyNode):
         if source.shape[0] not in (1, edited.shape[0]) or sets.shape[0] not in (1, edited.shape[0]):
             raise NodeInputError(f"{NODE}: {edited.shape[0]} edited images, {source.shape[0]} source images and {sets.shape[0]} mask "
                                  "sets: give one source (and mask set), or one per edited image.")
-        models, metrics = ale_metrics()
+        models, metrics = ale_metrics(NODE)
         edits = [(edit.source, edit.target) for edit in edit_plan.edits]
         scores = score_images(metrics, [as_uint8(s) for s in source], [as_uint8(e) for e in edited],
                               [[as_uint8(m) for m in masks] for masks in sets], edits)

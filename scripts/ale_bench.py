@@ -61,8 +61,10 @@ def prepare_inputs(bench: Path, edit: ale_bench.BenchEdit, size: int, input_dir:
     return image_name, names
 
 
-def edit_graph(template: dict, edit: ale_bench.BenchEdit, image: str, masks: list[str], seed: int, steps: int | None, size: int) -> dict:
-    """``template`` with the edit's image, edit list, masks (painted-masks node), schedule (dual-branch guider), seed, steps and size."""
+def edit_graph(template: dict, edit: ale_bench.BenchEdit, image: str, masks: list[str], seed: int, steps: int | None, size: int,
+               cfg: float | None = None) -> dict:
+    """``template`` with the edit's image, edit list, masks (painted-masks node), schedule (dual-branch guider), seed, steps,
+    size and (KSampler) CFG."""
     graph = json.loads(json.dumps(template))
     painted = [key for key, node in graph.items() if node["class_type"] == PAINTED]
     if len(painted) > 1:
@@ -90,6 +92,8 @@ def edit_graph(template: dict, edit: ale_bench.BenchEdit, image: str, masks: lis
                 inputs[name] = seed
         if steps is not None and isinstance(inputs.get("steps"), int):
             inputs["steps"] = steps
+        if cfg is not None and kind.startswith("KSampler") and "cfg" in inputs:
+            inputs["cfg"] = cfg
         for name in SIZE_INPUTS.get(kind, ()):
             inputs[name] = size
     return graph
@@ -120,7 +124,7 @@ def run_in_process(bench: Path, edits: list[ale_bench.BenchEdit], template: dict
     started = time.perf_counter()
     for number, edit in enumerate(todo, start=1):
         image, masks = prepare_inputs(bench, edit, args.size, scratch / "input")
-        result = runner.run(edit_graph(template, edit, image, masks, args.seed, args.steps, args.size))
+        result = runner.run(edit_graph(template, edit, image, masks, args.seed, args.steps, args.size, args.cfg))
         if not result.success:
             failures.append(f"{edit.key}: {result.error}")
             print(f"[{number}/{len(todo)}] {edit.key} FAILED: {result.error}", flush=True)
@@ -166,6 +170,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=768, help="edit at this square size (ALE: 768)")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the workflow's)")
     parser.add_argument("--seed", type=int, default=42, help="sampler seed (ALE: 42)")
+    parser.add_argument("--cfg", type=float, help="KSampler CFG (default: the workflow's; 1 halves the UNet batch)")
     parser.add_argument("--metric-models", type=Path, help="folder of the metric models (default: ComfyUI's models/leakage_metrics)")
     parser.add_argument("--evaluate-only", type=Path, metavar="RESULTS", help="score the edits already in RESULTS (ALE's layout)")
     parser.add_argument("--overwrite", action="store_true", help="edit again what is already in the results folder")
@@ -193,7 +198,8 @@ def main(argv=None) -> int:
 
         template = run_workflow.set_inputs(json.loads(args.workflow.read_text()), ckpt_name=args.ckpt.name if args.ckpt else None)
         failures = run_in_process(args.bench, edits, template, results, args)
-        notes.append(f"workflow {args.workflow.name}, {args.size} px, seed {args.seed}" + (f", {args.steps} steps" if args.steps else ""))
+        notes.append(f"workflow {args.workflow.name}, {args.size} px, seed {args.seed}" + (f", {args.steps} steps" if args.steps else "")
+                     + (f", CFG {args.cfg}" if args.cfg is not None else ""))
 
     import comfy.model_management
 

@@ -67,7 +67,7 @@ def test_ten_edits_end_to_end_on_the_cpu_in_under_three_minutes(mini_bench, tmp_
     out = tmp_path / "out"
     started = time.perf_counter()
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "ale_bench.py"), "--bench", str(mini_bench), "--out", str(out),
-                          "--size", "64", "--steps", "1", "--metric-models", str(models)], capture_output=True, text=True, timeout=600)
+                          "--size", "64", "--steps", "1", "--cfg", "1", "--metric-models", str(models)], capture_output=True, text=True, timeout=600)
     seconds = time.perf_counter() - started
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert seconds < 180, f"took {seconds:.0f} s"
