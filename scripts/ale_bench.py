@@ -10,7 +10,7 @@ beside the paper's figures, with the means per object count and edit type.
 The workflow (default: api_workflows/edit_painted_masks_sd15.json) gets each edit's image and edit list; a
 painted-masks node gets the benchmark's masks (one LoadImageMask per object), a Dual-Branch guider the edit
 type's self-attention schedule (as ALE's run_ale_bench.py: get_hyps), samplers the seed (ALE: 42) and --steps;
-images are resized to --size (ALE: 768). Edits land in <out>/results/<n>/<type>/<image>/edit_<i>.png (ALE's
+images are resized to --size (ALE: 768); --pixel-composite puts the source pixels back after decoding. Edits land in <out>/results/<n>/<type>/<image>/edit_<i>.png (ALE's
 layout; existing ones are kept unless --overwrite), scores in <out>/evaluation_results.csv (ALE's columns) and
 <out>/report.md. The metric models come from --metric-models (default: ComfyUI's models/leakage_metrics); a
 missing one leaves its columns empty. With no --ckpt the checkpoint is a random-weight SD1.5 file: the numbers
@@ -36,6 +36,7 @@ from leakfree_edit.evaluation.models import DINO_FILES, load_metric_models  # no
 
 DEFAULT_WORKFLOW = comfy_env.ROOT / "api_workflows" / "edit_painted_masks_sd15.json"
 PAINTED = "LeakFreeObjectMasksPainted"
+MASK_NODES = (PAINTED, "LeakFreeObjectMasksGroundedSAM", "LeakFreeMasksFromAttention")
 SEED_INPUTS = ("seed", "noise_seed")
 SIZE_INPUTS = {"ImageScale": ("width", "height"), "EmptyLatentImage": ("width", "height")}
 
@@ -96,6 +97,24 @@ def edit_graph(template: dict, edit: ale_bench.BenchEdit, image: str, masks: lis
             inputs["cfg"] = cfg
         for name in SIZE_INPUTS.get(kind, ()):
             inputs[name] = size
+    return graph
+
+
+def with_pixel_composite(graph: dict, feather: int) -> dict:
+    """``graph`` with Pixel Background Composite between the VAE Decode a SaveImage saves and that SaveImage: the source
+    pixels (what VAE Encode was given) outside the object masks (the first object-mask node's)."""
+    graph = json.loads(json.dumps(graph))
+    encoded = next((node["inputs"]["pixels"] for node in graph.values() if node["class_type"] == "VAEEncode"), None)
+    masks = next((key for key, node in graph.items() if node["class_type"] in MASK_NODES), None)
+    saves = [node for node in graph.values() if node["class_type"] == "SaveImage"
+             and graph.get(node["inputs"]["images"][0], {}).get("class_type") == "VAEDecode"]
+    if encoded is None or masks is None or not saves:
+        raise SystemExit("--pixel-composite needs a workflow with VAE Encode, an object-mask node and VAE Decode -> Save Image")
+    for node in saves:
+        graph["pixel_composite"] = {"class_type": "LeakFreePixelBackgroundComposite", "_meta": {"title": "Pixel Background Composite"},
+                                    "inputs": {"edited": node["inputs"]["images"], "source": encoded, "object_masks": [masks, 0],
+                                               "feather": feather}}
+        node["inputs"]["images"] = ["pixel_composite", 0]
     return graph
 
 
@@ -171,6 +190,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, help="sampler steps (default: the workflow's)")
     parser.add_argument("--seed", type=int, default=42, help="sampler seed (ALE: 42)")
     parser.add_argument("--cfg", type=float, help="KSampler CFG (default: the workflow's; 1 halves the UNet batch)")
+    parser.add_argument("--pixel-composite", type=int, metavar="FEATHER", help="put the source pixels back outside the objects "
+                        "after decoding (Pixel Background Composite, this edge width in px): the background is then the photo")
     parser.add_argument("--metric-models", type=Path, help="folder of the metric models (default: ComfyUI's models/leakage_metrics)")
     parser.add_argument("--evaluate-only", type=Path, metavar="RESULTS", help="score the edits already in RESULTS (ALE's layout)")
     parser.add_argument("--overwrite", action="store_true", help="edit again what is already in the results folder")
@@ -197,9 +218,12 @@ def main(argv=None) -> int:
         import run_workflow
 
         template = run_workflow.set_inputs(json.loads(args.workflow.read_text()), ckpt_name=args.ckpt.name if args.ckpt else None)
+        if args.pixel_composite is not None:
+            template = with_pixel_composite(template, args.pixel_composite)
         failures = run_in_process(args.bench, edits, template, results, args)
         notes.append(f"workflow {args.workflow.name}, {args.size} px, seed {args.seed}" + (f", {args.steps} steps" if args.steps else "")
-                     + (f", CFG {args.cfg}" if args.cfg is not None else ""))
+                     + (f", CFG {args.cfg}" if args.cfg is not None else "")
+                     + (f", pixel background composite ({args.pixel_composite} px edge)" if args.pixel_composite is not None else ""))
 
     import comfy.model_management
 
