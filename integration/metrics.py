@@ -29,6 +29,12 @@ def metrics_folder() -> Path:
     return next((p for p in paths if p.is_dir()), paths[0])
 
 
+def folder_state() -> tuple:
+    """What is in the metrics folder now (names and times): a change makes Leakage Metrics run again."""
+    folder = metrics_folder()
+    return str(folder), _state(folder)
+
+
 def _state(folder: Path) -> tuple:
     if not folder.is_dir():
         return ()

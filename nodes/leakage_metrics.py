@@ -7,7 +7,7 @@ from ..evaluation.ale_metrics import METRICS, score_images
 from ..evaluation.card import table_card
 from ..evaluation.report import HEADS, markdown_table, means, number
 from ..integration.errors import NodeInputError
-from ..integration.metrics import ale_metrics, as_uint8
+from ..integration.metrics import ale_metrics, as_uint8, folder_state
 from ..integration.sockets import CATEGORY, EditPlan
 
 NODE = "Leakage Metrics (LeakFree)"
@@ -35,6 +35,10 @@ class LeakageMetrics(io.ComfyNode):
                 io.Image.Output(display_name="card", tooltip="The same table as a picture, for a Preview Image node."),
             ],
         )
+
+    @classmethod
+    def fingerprint_inputs(cls, **_):
+        return folder_state()  # a model added to (or removed from) the folder runs the node again
 
     @classmethod
     def execute(cls, source, edited, object_masks, edit_plan):
