@@ -62,5 +62,7 @@ class LeakageMetrics(io.ComfyNode):
         head = ["image", *(HEADS.get(c, c) for c in columns)]
         notes = list(models.missing.values())
         text = markdown_table(head, body) + "".join(f"\n\n{note}" for note in notes)
-        card = torch.from_numpy(table_card([head, *body], notes)).unsqueeze(0)
+        plain = [h.replace(" ↓", "").replace(" ↑", "") for h in head]  # the card's font has no arrows
+        better = "lower is better: TELS, TILS, Structure Distance, LPIPS, MSE; higher: the others"
+        card = torch.from_numpy(table_card([plain, *body], [better, *notes])).unsqueeze(0)
         return io.NodeOutput(text, card)
