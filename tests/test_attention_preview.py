@@ -104,3 +104,27 @@ def test_a_planted_leak_through_the_program_shows_in_the_numbers(models, edit):
     """RGB-CAM given the two regions swapped forces each target's tokens into the other's region."""
     _, (_, text) = preview(models, edit, object_masks().flip(0), "applied")
     assert leaks_of(text) == pytest.approx([1, 1], abs=1e-6)
+
+
+def test_the_dual_branch_source_rows_give_the_source_objects_maps(models, edit):
+    from leakfree_edit.nodes.dual_branch import DualBranchGuider
+
+    import comfy.samplers
+
+    target, negative, plan = edit
+    clip = models.clip()
+    model, = RegionGuidedCrossAttention.execute(models.unet(), target, object_masks())
+    model, recording = RecorderNode.execute(model, maps="model", clip=clip, edit_plan=plan)
+    source_prompt = encode(clip, plan.source_prompt)
+    latent = torch.randn(LATENT, generator=torch.Generator().manual_seed(3))
+    guider, = DualBranchGuider.execute(model, source_prompt, target, negative, {"samples": latent}, source_cfg=1.0, target_cfg=2.0,
+                                       self_attention_schedule="custom", custom_schedule=0.5)
+    sigmas = comfy.samplers.calculate_sigmas(guider.model_patcher.get_model_object("model_sampling"), "sgm_uniform", 2)
+    guider.sample(torch.randn(LATENT, generator=torch.Generator().manual_seed(0)), latent, comfy.samplers.ksampler("lcm"), sigmas,
+                  disable_pbar=True, seed=0)
+    source = recording.source.averaged()
+    assert source.shape == (1, 2, 6, 8) and source.min() >= 0 and source.sum(dim=1).max() <= 1 + 1e-5
+    assert not torch.allclose(source, recording.recorder.averaged())  # another prompt, another branch's rows
+    panels, text = AttentionMapPreview.execute(recording, torch.rand(1, 96, 128, 3), None, plan).result
+    assert panels.shape == (1, 2 * 96, 2 * 128, 3)  # a row of target panels, a row of source panels
+    assert "source 1 (source wolf)" in text and "source branch recorded" in text
