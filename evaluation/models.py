@@ -4,8 +4,8 @@ A folder (the pack's is ``ComfyUI/models/leakage_metrics/``) holds:
 
     clip-vit-large-patch14/        openai/clip-vit-large-patch14 in transformers' format: config.json, model.safetensors
                                    (or pytorch_model.bin), the tokenizer and preprocessor_config.json  -> TELS, TILS, edit CLIPScore
-    dino_vitbase8_pretrain.pth     DINO ViT-B/8 (facebookresearch/dino's release file; timm's vit_base_patch8_224.dino
-                                   safetensors works too under that name with .safetensors)           -> structure distance
+    dino_vitbase8_pretrain.pth     DINO ViT-B/8, facebookresearch/dino's release file (or timm's vit_base_patch8_224.dino
+                                   weights saved as dino_vitbase8_pretrain.safetensors)                -> structure distance
     squeezenet1_1-b8a52dc0.pth     torchvision's ImageNet SqueezeNet 1.1, LPIPS's backbone (LPIPS's own linear
                                    layers ship inside torchmetrics)                                  -> LPIPS
 
