@@ -71,6 +71,15 @@ class CrossAttentionObserver(Protocol):
     def observe(self, query, keys, bias, masks: torch.Tensor, extra_options: dict) -> None: ...
 
 
+class CrossAttentionCallObserver(Protocol):
+    """A program term shown every cross-attention call of a patched block, all rows (e.g. the dual branch's source rows).
+
+    Gets the PROJECTED query [B, HW, heads*d] and keys [B, K, heads*d] (the context's tokens first) and ``extra_options``.
+    """
+
+    def observe_call(self, q, k, extra_options: dict) -> None: ...
+
+
 @dataclass(frozen=True)
 class CrossAttentionRegions(SigmaWindow):
     """The RGB-CAM term: ORE values, token spans and object masks.
@@ -106,6 +115,7 @@ class RegionAttentionProgram:
     cross: CrossAttentionRegions | None = None
     cross_biases: tuple = ()  # CrossAttentionBias terms, added to RGB-CAM's token bias
     cross_observers: tuple = ()  # CrossAttentionObserver terms, shown each RGB-CAM call's inputs
+    call_observers: tuple = ()  # CrossAttentionCallObserver terms, shown every cross-attention call's q and k
     self_biases: tuple = ()  # SelfAttentionBias terms (see self_attention.py)
     structure_lock: object = None  # the dual branch's StructureLock term (see self_attention.py), for one run
     cache: dict = field(default_factory=dict, repr=False, compare=False)
@@ -125,6 +135,9 @@ class RegionAttentionProgram:
 
     def with_cross_observer(self, term) -> "RegionAttentionProgram":
         return replace(self, cross_observers=self.cross_observers + (term,), cache={})
+
+    def with_call_observer(self, term) -> "RegionAttentionProgram":
+        return replace(self, call_observers=self.call_observers + (term,), cache={})
 
     def with_structure_lock(self, term) -> "RegionAttentionProgram":
         return replace(self, structure_lock=term, cache={})
@@ -243,6 +256,8 @@ class RegionCrossAttention:
         stash = extra_options.pop(ROWS_KEY, None)
         heads = extra_options["n_heads"]
         plain = program.attention if program is not None else None
+        for observer in program.call_observers if program is not None else ():
+            observer.observe_call(q, k, extra_options)
         if stash is None:
             return self.previous(q, k, v, extra_options) if self.previous else plain(q, k, v, heads, extra_options)
         rows, context_tokens = stash

@@ -7,6 +7,7 @@ CATEGORY = "LeakFreeEdit"
 EditPlan = io.Custom("EDIT_PLAN")
 GroundingDino = io.Custom("LEAKFREE_GROUNDING_DINO")
 Sam = io.Custom("LEAKFREE_SAM")
+AttentionMaps = io.Custom("LEAKFREE_ATTENTION_MAPS")
 
 
 def object_mask_outputs() -> list:

@@ -1,8 +1,9 @@
-"""Labelled mask previews: each object's mask in its own colour with its name written on it."""
+"""Labelled mask previews (each object's mask in its own colour with its name on it) and attention heat panels."""
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from .ops import PREVIEW_COLORS, preview_overlay
@@ -51,4 +52,40 @@ def labelled_preview(image: torch.Tensor, masks: torch.Tensor, labels: list[str]
         left, top, right, bottom = draw.textbbox((x + 3, y + 3), label, font=font)
         draw.rectangle((left - 3, top - 3, right + 3, bottom + 3), fill=color)
         draw.text((x + 3, y + 3), label, fill=(0, 0, 0), font=font)
+    return torch.from_numpy(np.asarray(canvas).astype(np.float32) / 255.0)
+
+
+HEAT_STOPS = ((0.0, 0.0, 0.0), (0.34, 0.06, 0.43), (0.80, 0.20, 0.32), (0.99, 0.60, 0.08), (0.99, 1.0, 0.64))  # black to pale yellow
+
+
+def heat_colors(values: torch.Tensor) -> torch.Tensor:
+    """``values`` in [0, 1] (any shape) -> RGB (shape + [3]), piecewise linear through :data:`HEAT_STOPS`."""
+    stops = torch.tensor(HEAT_STOPS, dtype=torch.float32)
+    position = values.float().clamp(0, 1) * (len(HEAT_STOPS) - 1)
+    low = position.floor().long().clamp(max=len(HEAT_STOPS) - 2)
+    frac = (position - low).unsqueeze(-1)
+    return stops[low] * (1 - frac) + stops[low + 1] * frac
+
+
+def mask_outline(mask: torch.Tensor, thickness: int = 2) -> torch.Tensor:
+    """The boundary pixels of a binary ``[H, W]`` mask (inside pixels next to the outside), ``thickness`` px wide."""
+    mask = (mask > 0.5).float()[None, None]
+    eroded = -F.max_pool2d(-mask, 2 * thickness + 1, stride=1, padding=thickness)
+    return (mask - eroded)[0, 0] > 0
+
+
+def heat_panel(image: torch.Tensor, heat: torch.Tensor, mask: torch.Tensor, label: str, alpha: float = 0.65) -> torch.Tensor:
+    """``image`` [H, W, 3] under ``heat`` [h, w] (scaled by its maximum, bilinear to the image), ``mask``'s outline in white, ``label`` on top."""
+    height, width = image.shape[:2]
+    heat = F.interpolate(heat[None, None].float(), size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+    colored = heat_colors(heat / heat.max().clamp_min(1e-12))
+    out = image.float().cpu() * (1 - alpha) + colored * alpha
+    outline = mask_outline(F.interpolate(mask[None, None].float(), size=(height, width), mode="bilinear", align_corners=False)[0, 0])
+    out[outline] = 1.0
+    canvas = Image.fromarray((out.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=max(10, min(canvas.size) // 22))
+    left, top, right, bottom = draw.textbbox((4, 4), label, font=font)
+    draw.rectangle((left - 3, top - 3, right + 3, bottom + 3), fill=(0, 0, 0))
+    draw.text((4, 4), label, fill=(255, 255, 255), font=font)
     return torch.from_numpy(np.asarray(canvas).astype(np.float32) / 255.0)

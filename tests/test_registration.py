@@ -1,5 +1,5 @@
 """Registration and structure: V3 nodes with prefixed keys, one category tree, names that agree, tooltips on every
-input, and an import graph in which nodes/ stays thin and the math never reaches ComfyUI."""
+input, and an import graph in which nodes/ stays thin and the math (attention/, masking/, evaluation/) never reaches ComfyUI."""
 import ast
 import importlib
 from pathlib import Path
@@ -7,12 +7,12 @@ from pathlib import Path
 from comfy_api.latest import io
 
 ROOT = Path(__file__).resolve().parents[1]
-PURE = ("attention", "masking")
+PURE = ("attention", "masking", "evaluation")
 COMFY_MODULES = ("comfy", "comfy_api", "comfy_extras", "folder_paths", "nodes", "execution", "server", "node_helpers")
 
 
 def test_every_node_is_v3_described_prefixed_and_named_alike(pack_nodes):
-    assert len(pack_nodes) == 14
+    assert len(pack_nodes) == 18
     for key, node in pack_nodes.items():
         schema = node.GET_SCHEMA()
         assert issubclass(node, io.ComfyNode) and schema.node_id == key
@@ -63,3 +63,5 @@ def test_import_graph_keeps_nodes_thin_and_the_math_pure():
             assert not {m for m in found if m.split(".")[0] in ("integration", "nodes")}, f"{folder}/{path.name} imports the ComfyUI side"
     for path in (ROOT / "masking").glob("*.py"):
         assert not any(m.startswith("attention") for m in imports(path)), f"masking/{path.name} imports attention/"
+    for path in (ROOT / "evaluation").glob("*.py"):
+        assert not any(m.split(".")[0] in ("attention", "masking") for m in imports(path)), f"evaluation/{path.name} imports the editing code"

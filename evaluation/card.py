@@ -1,0 +1,32 @@
+"""A table drawn as a small picture (the IMAGE output of the Leakage Metrics node). No ComfyUI imports."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+
+def table_card(rows: list[list[str]], notes: list[str] = (), font_size: int = 14, margin: int = 10, gap: int = 16) -> np.ndarray:
+    """``rows`` of cells in aligned columns (the first row bold-ruled as a head), then ``notes`` lines; float32 H x W x 3."""
+    font = ImageFont.load_default(size=font_size)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = lambda text: probe.textbbox((0, 0), text or " ", font=font)[2]
+    columns = [max(width(row[c]) for row in rows if c < len(row)) for c in range(max(map(len, rows), default=0))]
+    step = font_size + 6
+    table_width = sum(columns) + gap * max(0, len(columns) - 1)
+    canvas_width = max([table_width, *map(width, notes)]) + 2 * margin
+    canvas = Image.new("RGB", (canvas_width, step * (len(rows) + len(notes)) + 2 * margin + 4), "white")
+    draw = ImageDraw.Draw(canvas)
+    y = margin
+    for index, row in enumerate(rows):
+        x = margin
+        for cell, column in zip(row, columns):
+            draw.text((x, y), cell, fill=(0, 0, 0), font=font)
+            x += column + gap
+        y += step
+        if index == 0:
+            draw.line((margin, y - 3, margin + table_width, y - 3), fill=(0, 0, 0), width=1)
+    y += 4
+    for note in notes:
+        draw.text((margin, y), note, fill=(110, 30, 30), font=font)
+        y += step
+    return np.asarray(canvas).astype(np.float32) / 255.0

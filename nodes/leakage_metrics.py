@@ -1,0 +1,68 @@
+"""Leakage Metrics: ALE-Bench's metrics of an edit (TELS, TILS, edit CLIPScores, background PSNR/SSIM/LPIPS/MSE,
+structure distance), computed as ALE-Edit's evaluation code does, from models in models/leakage_metrics."""
+import torch
+from comfy_api.latest import io
+
+from ..evaluation.ale_metrics import METRICS, score_images
+from ..evaluation.card import table_card
+from ..evaluation.report import HEADS, markdown_table, means, number
+from ..integration.errors import NodeInputError
+from ..integration.metrics import ale_metrics, as_uint8, folder_state
+from ..integration.sockets import CATEGORY, EditPlan
+
+NODE = "Leakage Metrics (LeakFree)"
+
+
+class LeakageMetrics(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LeakFreeLeakageMetrics",
+            display_name=NODE,
+            category=f"{CATEGORY}/evaluate",
+            description="Measures attribute leakage as ALE-Bench does: TELS and TILS (CLIP on masked regions), each object's edit "
+                        "CLIPScore, PSNR/SSIM/LPIPS/MSE on the unedited part and DINO structure distance, as a table and a card.",
+            inputs=[
+                io.Image.Input("source", tooltip="The image you edited (one, or one per edited image)."),
+                io.Image.Input("edited", tooltip="The edited image(s); another size is resized to the source (bicubic, as ALE)."),
+                io.Mask.Input("object_masks", tooltip="One mask per edit line (any size: resized to the source). ALE scores with the "
+                              "benchmark's hand-made masks: use undilated ones (dilation 0) to compare with its figures."),
+                EditPlan.Input("edit_plan", tooltip="The edit plan of Object-Restricted Encode: the target prompts CLIP scores against."),
+            ],
+            outputs=[
+                io.String.Output(display_name="table", tooltip="The metrics as a markdown table (one row per image, their mean), and "
+                                 "what was switched off for a missing model."),
+                io.Image.Output(display_name="card", tooltip="The same table as a picture, for a Preview Image node."),
+            ],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, **_):
+        return folder_state()  # a model added to (or removed from) the folder runs the node again
+
+    @classmethod
+    def execute(cls, source, edited, object_masks, edit_plan):
+        count = len(edit_plan)
+        if object_masks.ndim != 3 or object_masks.shape[0] % count:
+            raise NodeInputError(f"{NODE}: got {object_masks.shape[0] if object_masks.ndim == 3 else 1} masks for {count} objects "
+                                 f"({', '.join(edit_plan.objects)}). Connect one mask per edit line (or one set per image).")
+        sets = object_masks.unflatten(0, (-1, count))
+        if source.shape[0] not in (1, edited.shape[0]) or sets.shape[0] not in (1, edited.shape[0]):
+            raise NodeInputError(f"{NODE}: {edited.shape[0]} edited images, {source.shape[0]} source images and {sets.shape[0]} mask "
+                                 "sets: give one source (and mask set), or one per edited image.")
+        models, metrics = ale_metrics(NODE)
+        edits = [(edit.source, edit.target) for edit in edit_plan.edits]
+        scores = score_images(metrics, [as_uint8(s) for s in source], [as_uint8(e) for e in edited],
+                              [[as_uint8(m) for m in masks] for masks in sets], edits)
+        columns = [*METRICS, *(f"CLIP '{target}'" for _, target in edits)]
+        rows = [{**s.values, **{f"CLIP '{t}'": v for t, v in s.per_object}} for s in scores]
+        body = [[str(i), *(number(c, row[c]) for c in columns)] for i, row in enumerate(rows)]
+        if len(rows) > 1:
+            body.append(["mean", *(number(c, v) for c, v in means(rows, columns).items())])
+        head = ["image", *(HEADS.get(c, c) for c in columns)]
+        notes = list(models.missing.values())
+        text = markdown_table(head, body) + "".join(f"\n\n{note}" for note in notes)
+        plain = [h.replace(" ↓", "").replace(" ↑", "") for h in head]  # the card's font has no arrows
+        better = "lower is better: TELS, TILS, Structure Distance, LPIPS, MSE; higher: the others"
+        card = torch.from_numpy(table_card([plain, *body], [better, *notes])).unsqueeze(0)
+        return io.NodeOutput(text, card)

@@ -1,0 +1,48 @@
+"""Pixel Background Composite: the source image's own pixels outside the objects, after VAE Decode."""
+from comfy_api.latest import io
+
+from ..integration.errors import NodeInputError
+from ..integration.sockets import CATEGORY, EditPlan
+from ..masking.composite import pixel_composite
+
+NODE = "Pixel Background Composite (LeakFree)"
+MAX_FEATHER = 256
+
+
+class PixelBackgroundComposite(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LeakFreePixelBackgroundComposite",
+            display_name=NODE,
+            category=f"{CATEGORY}/blend",
+            description="After VAE Decode, puts the source image's own pixels back outside the objects (feathered edge), so the "
+                        "background is the photo bit for bit, not its VAE round trip.",
+            inputs=[
+                io.Image.Input("edited", tooltip="The decoded edit (VAE Decode). Another size than the source is resized to it."),
+                io.Image.Input("source", tooltip="The image you edited, as loaded (one, or one per edited image)."),
+                io.Mask.Input("object_masks", tooltip="One mask per object from an Object Masks node (any size: resized to the image); "
+                              "inside their union the edit is kept."),
+                io.Int.Input("feather", default=8, min=0, max=MAX_FEATHER,
+                             tooltip="Width in pixels of the soft edge outside the objects; beyond it the source is exact. 0 = hard edge."),
+                EditPlan.Input("edit_plan", optional=True, tooltip="Needed only for an image batch with one mask set per image: tells how "
+                               "many masks make one image's set."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="image", tooltip="The edit inside the objects, the source outside, at the source's size."),
+                io.Mask.Output(display_name="edit_weight", tooltip="Where the edit was kept: 1 in the objects, the feathered edge, 0 elsewhere."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, edited, source, object_masks, feather=8, edit_plan=None):
+        per_image = len(edit_plan) if edit_plan is not None else object_masks.shape[0]
+        if object_masks.shape[0] % per_image:
+            raise NodeInputError(f"{NODE}: {object_masks.shape[0]} masks do not split into sets of {per_image} (one per object of the "
+                                 "plan). Connect the object_masks and edit_plan made from the same edit list.")
+        union = object_masks.unflatten(0, (-1, per_image)).amax(dim=1)
+        try:
+            image, weight = pixel_composite(edited, source, union, feather)
+        except ValueError as error:
+            raise NodeInputError(f"{NODE}: {error}. Connect matching batches of edited images, source images and masks.") from None
+        return io.NodeOutput(image, weight)

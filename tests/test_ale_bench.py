@@ -1,0 +1,98 @@
+"""The ALE-Bench runner end to end on the CPU: ten edits of the shared ALE-Bench half (one image, trimmed to ten
+prompts, downscaled) through the painted-masks workflow on ComfyUI's executor with a random-weight SD1.5
+checkpoint, scored with random-weight metric models in their real formats; the numbers are meaningless, the path is real."""
+import csv
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import ale_bench
+import metric_model_files
+from leakfree_edit.evaluation.bench import BenchEdit, read_edits
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_BENCH = ROOT.parent / "shared" / "ale_bench"
+IMAGE = "artificial_img03"
+TAKE = {(1, "color"): 3, (2, "object"): 4, (3, "material"): 3}  # ten edits, every object count
+SIDE = 128
+BUDGET_S = 180  # on CI's own 2 cores
+
+
+@pytest.fixture(scope="module")
+def mini_bench(tmp_path_factory) -> Path:
+    if not SHARED_BENCH.is_dir():
+        pytest.skip(f"no ALE-Bench copy at {SHARED_BENCH}")
+    bench = tmp_path_factory.mktemp("ale_bench")
+    (bench / "images").mkdir()
+    with Image.open(SHARED_BENCH / "images" / f"{IMAGE}.jpg") as image:
+        image.resize((SIDE, SIDE), Image.Resampling.LANCZOS).save(bench / "images" / f"{IMAGE}.jpg", quality=95)
+    (bench / "masks" / IMAGE).mkdir(parents=True)
+    for mask in (SHARED_BENCH / "masks" / IMAGE).glob("*.png"):
+        with Image.open(mask) as picture:
+            picture.resize((SIDE, SIDE), Image.Resampling.NEAREST).save(bench / "masks" / IMAGE / mask.name)
+    for (count, kind), take in TAKE.items():
+        data = json.loads((SHARED_BENCH / "prompts" / str(count) / kind / f"{IMAGE}_prompts.json").read_text())
+        data["prompts"] = data["prompts"][:take]
+        (bench / "prompts" / str(count) / kind).mkdir(parents=True)
+        (bench / "prompts" / str(count) / kind / f"{IMAGE}_prompts.json").write_text(json.dumps(data))
+    return bench
+
+
+def test_the_runner_fills_the_workflow_for_each_edit():
+    painted = json.loads((ROOT / "api_workflows" / "edit_painted_masks_sd15.json").read_text())
+    edit = BenchEdit(IMAGE, 3, "color", 4, (("wolf", "red wolf"), ("moon", "blue moon"), ("mountain", "gold mountain")))
+    graph = ale_bench.edit_graph(painted, edit, "img.png", ["a.png", "b.png", "c.png"], seed=42, steps=3, size=128)
+    masks = {k: v for k, v in graph.items() if v["class_type"] == "LoadImageMask"}
+    node = next(v for v in graph.values() if v["class_type"] == "LeakFreeObjectMasksPainted")["inputs"]
+    assert sorted(v["inputs"]["image"] for v in masks.values()) == ["a.png", "b.png", "c.png"]
+    assert [node[f"mask_{i}"][0] for i in (1, 2, 3)] == ["bench_mask_1", "bench_mask_2", "bench_mask_3"]
+    assert next(v for v in graph.values() if v["class_type"] == "LeakFreeObjectRestrictedEncode")["inputs"]["edits"] == \
+        "wolf -> red wolf\nmoon -> blue moon\nmountain -> gold mountain"
+    sampler = next(v for v in graph.values() if v["class_type"] == "KSampler")["inputs"]
+    assert (sampler["seed"], sampler["steps"]) == (42, 3)
+    dual = json.loads((ROOT / "api_workflows" / "edit_dual_branch_lcm_sd15.json").read_text())
+    guider = next(v for v in ale_bench.edit_graph(dual, edit, "img.png", [], 42, None, 128).values() if v["class_type"] == "LeakFreeDualBranchGuider")
+    assert guider["inputs"]["self_attention_schedule"] == "color"  # ALE's get_hyps per edit type
+    composited = ale_bench.with_pixel_composite(dual, 8)
+    node = composited["pixel_composite"]["inputs"]
+    assert node["edited"] == ["19", 0] and node["source"] == ["5", 0] and node["object_masks"] == ["11", 0]  # decode, scaled image, masks
+    assert composited["20"]["inputs"]["images"] == ["pixel_composite", 0]
+
+
+def test_ten_edits_end_to_end_on_the_cpu_in_under_three_minutes(mini_bench, tmp_path):
+    edits = read_edits(mini_bench)
+    assert len(edits) == 10
+    models = metric_model_files.write_metric_models(tmp_path / "leakage_metrics")
+    out = tmp_path / "out"
+    # Other processes competing for the cores (a shared developer machine) stretch the wall time by load / cores.
+    competing = max(1.0, os.getloadavg()[0] / os.cpu_count())
+    before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "ale_bench.py"), "--bench", str(mini_bench), "--out", str(out),
+                          "--size", "64", "--steps", "1", "--cfg", "1", "--pixel-composite", "2", "--metric-models", str(models)], capture_output=True, text=True, timeout=600)
+    seconds, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert seconds < BUDGET_S * competing, f"took {seconds:.0f} s ({cpu:.0f} s of CPU; load {competing:.1f}x the cores)"
+    print(f"ten ALE-Bench edits end to end: {seconds:.0f} s, {cpu:.0f} s of CPU")
+    for edit in edits:
+        assert edit.result(out / "results").is_file(), edit.key  # ALE's results layout
+    with open(out / "evaluation_results.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert list(rows[0]) == ["file_id", "target_count", "edit_type", "TELS", "TILS", "structure_distance", "editing_performance",
+                             "psnr_unedit_part", "lpips_unedit_part", "mse_unedit_part", "ssim_unedit_part"]
+    assert sorted(r["file_id"] for r in rows) == sorted(f"{IMAGE}_edit_{e.position}.png" for e in edits)
+    for row in rows:
+        assert all(math.isfinite(float(row[m])) for m in ("TELS", "structure_distance", "psnr_unedit_part", "lpips_unedit_part", "ssim_unedit_part"))
+        assert math.isnan(float(row["TILS"])) == (row["target_count"] == "1")
+    report = (out / "report.md").read_text()
+    assert "| ALE (paper, 3,000 edits) | 16.03 | 15.28 | 0.0167 | 22.20 | 30.04 | 0.0361 | 0.0014 | 0.9228 |" in report
+    assert "| this run (10 edits) |" in report and "## Per object count and edit type" in report
+    assert "| 3 | material | 3 |" in report and report in run.stdout
