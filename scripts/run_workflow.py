@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import comfy_client
 import comfy_env
 
 DEFAULT_WORKFLOW = comfy_env.ROOT / "api_workflows" / "edit_painted_masks_sd15.json"
@@ -92,12 +93,10 @@ class Runner:
         prompt_id = str(uuid.uuid4())
         valid, error, outputs, node_errors = asyncio.run(self._execution.validate_prompt(prompt_id, graph, None))
         if not valid:
-            details = "; ".join(f"node {node} ({info['class_type']}): " + ", ".join(e["message"] + (f" ({e['details']})" if e.get("details") else "")
-                                for e in info["errors"]) for node, info in node_errors.items())
-            return RunResult(False, f"{error['message']}: {details or error.get('details', '')}", seconds=time.perf_counter() - started)
+            return RunResult(False, comfy_client.validation_message(error, node_errors), seconds=time.perf_counter() - started)
         self._executor.execute(graph, prompt_id, {}, outputs)
         failure = next((data for event, data in self._executor.status_messages if event == "execution_error"), None)
-        message = f"{failure['node_type']} (node {failure['node_id']}): {failure['exception_message']}" if failure else ""
+        message = comfy_client.execution_message(failure) if failure else ""
         return RunResult(self._executor.success, message, self._executor.history_result.get("outputs", {}), time.perf_counter() - started)
 
 
