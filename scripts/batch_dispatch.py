@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import os
+import signal
 import sys
 import time
 import uuid
@@ -24,6 +25,7 @@ from pathlib import Path
 import aiohttp
 
 from comfy_client import ComfyClient, PromptRefused, ServerLost
+from comfy_env import PACK_FOLDER
 
 MAX_LOSSES = 3  # a job that was on a lost server this many times is recorded as failed (it may be what kills them)
 RETRY_AFTER_S = (5, 10, 20, 40, 60)  # pauses before a lost server is tried again
@@ -89,6 +91,8 @@ class Server:
     done: int = 0
     busy_s: float = 0.0
     running: str = ""  # the key of the job it runs
+    checked: bool = False  # it has every node class the graphs use
+    excluded: str = ""  # why it gets no jobs (nodes missing)
     step: tuple = ()
     uploaded: set = field(default_factory=set)
     abandoned: list = field(default_factory=list)  # our prompt ids it may still hold after it was lost
@@ -99,8 +103,8 @@ class Server:
 
     @property
     def gone(self) -> bool:
-        """Our own local server exited: it will not come back."""
-        return self.local is not None and self.local.process.poll() is not None
+        """It will take no more jobs: it lacks nodes, or it is our own local server and it exited."""
+        return bool(self.excluded) or (self.local is not None and self.local.process.poll() is not None)
 
     def on_event(self, event: str, data: dict) -> None:
         if event == "progress":
@@ -108,6 +112,8 @@ class Server:
 
     def status(self, now: float) -> str:
         rate = f"{60 * self.done / self.busy_s:.1f}/min" if self.busy_s else "-/min"
+        if self.excluded:
+            return f"{self.name} unused"
         if self.down_since is not None:
             return f"{self.name} down, {'gone' if self.gone else f'retry in {max(0, self.retry_at - now):.0f} s'}"
         step = f" step {self.step[0]}/{self.step[1]}" if self.running and self.step else ""
@@ -121,6 +127,7 @@ class Dispatcher:
                  timeout: float = 60, heartbeat: float = 10, give_up_s: float = 600, stream=sys.stderr):
         self.pending = deque(items)
         self.total = len(items)
+        self.classes = {node["class_type"] for item in items for node in item.graph.values()}
         self.urls, self.local, self.timeout = urls, local, timeout
         self.servers: list[Server] = []
         self.results = results
@@ -140,6 +147,7 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Run every pending job; on cancellation (Ctrl-C) take our prompts off the servers and re-raise."""
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)  # stop as on Ctrl-C
         async with aiohttp.ClientSession() as session:
             client_id = uuid.uuid4().hex
             self.servers = [Server(ComfyClient(url, session, client_id, self.timeout), self.local) for url in self.urls]
@@ -150,6 +158,8 @@ class Dispatcher:
         ticker = asyncio.create_task(self._tick()) if self.tty else None
         try:
             await asyncio.gather(*workers)
+            if self.pending and not self.gave_up:
+                self.gave_up = "no server can take the jobs"
         except asyncio.CancelledError:
             for worker in workers:
                 worker.cancel()
@@ -168,9 +178,12 @@ class Dispatcher:
         return bool(self.gave_up) or (not self.pending and not self.in_flight)
 
     async def _worker(self, server: Server) -> None:
-        while not self._finished():
+        while not self._finished() and not server.excluded:
             if server.down_since is not None:
                 await self._retry(server)
+                continue
+            if not server.checked:
+                await self._check(server)
                 continue
             if not self.pending:
                 await asyncio.sleep(0.5)  # a job may come back from a lost server
@@ -187,15 +200,42 @@ class Dispatcher:
             if row:
                 self._record(row)
 
+    async def _check(self, server: Server) -> None:
+        """Before its first job (and after it comes back): a server without the graphs' nodes gets no jobs."""
+        try:
+            missing = await server.client.missing_nodes(self.classes)
+        except ServerLost as error:
+            self._down(server)
+            self._say(f"{server.name} does not answer ({error}); retrying in {RETRY_AFTER_S[0]} s")
+            return
+        server.checked = True
+        if missing:
+            server.excluded = (f"lacks the node(s) {', '.join(missing)} (is the pack in its custom_nodes/{PACK_FOLDER}, "
+                               "and every pack the workflow uses?)")
+            self._say(f"{server.name} {server.excluded}: it gets no jobs")
+
+    def _no_server_left(self, now: float) -> str:
+        """Why the batch must stop, or '' while a server may still take jobs."""
+        if any(s.down_since is None and not s.excluded for s in self.servers):
+            return ""
+        if all(s.gone for s in self.servers):
+            return "no server can take the jobs"
+        since = max(s.down_since for s in self.servers if s.down_since is not None)
+        return f"no server answered for {self.give_up_s:.0f} s" if now - since > self.give_up_s else ""
+
+    def _down(self, server: Server) -> None:
+        server.down_since = time.monotonic()
+        server.losses += 1
+        server.retry_at = server.down_since + RETRY_AFTER_S[0]
+        server.running, server.step = "", ()
+
     async def _retry(self, server: Server) -> None:
         now = time.monotonic()
-        if all(s.down_since is not None for s in self.servers):
-            since = max(s.down_since for s in self.servers)
-            if all(s.gone for s in self.servers) or now - since > self.give_up_s:
-                self.gave_up = "no server answered" + ("" if all(s.gone for s in self.servers) else f" for {self.give_up_s:.0f} s")
-                return
+        self.gave_up = self._no_server_left(now)
+        if self.gave_up:
+            return
         if server.gone or now < server.retry_at:
-            await asyncio.sleep(min(0.5, max(0.0, server.retry_at - now)) or 0.5)
+            await asyncio.sleep(0.5)
             return
         try:
             await server.client.system_stats()
@@ -207,14 +247,11 @@ class Dispatcher:
             return
         server.abandoned.clear()
         server.uploaded.clear()  # it may be another machine now, or its input folder was cleaned
-        server.down_since, server.losses = None, 0
+        server.down_since, server.losses, server.checked = None, 0, False
         self._say(f"{server.name} answers again: it takes jobs again")
 
     def _lost(self, server: Server, item: Prepared, error: ServerLost) -> None:
-        server.down_since = time.monotonic()
-        server.losses += 1
-        server.retry_at = server.down_since + RETRY_AFTER_S[0]
-        server.running, server.step = "", ()
+        self._down(server)
         key = item.job.key
         self.losses[key] = self.losses.get(key, 0) + 1
         if self.losses[key] >= MAX_LOSSES:
@@ -223,7 +260,7 @@ class Dispatcher:
                                                                     f"last: {error}"))
         else:
             self.pending.appendleft(item)
-            self._say(f"{server.name} lost ({error}): {key} goes to another server; retrying {server.name} in {RETRY_AFTER_S[0]} s")
+            self._say(f"{server.name} lost ({error}): {key} goes back to the queue; retrying {server.name} in {RETRY_AFTER_S[0]} s")
 
     async def _run(self, server: Server, item: Prepared) -> dict:
         client = server.client
@@ -309,7 +346,9 @@ class Dispatcher:
         left = self.total - self.ok - self.failed
         rate = sum(60 * s.done / s.busy_s for s in self.servers if s.busy_s and s.down_since is None)
         eta = f"ETA {_duration(60 * left / rate)}" if rate and left else ("ETA -" if left else "done")
-        return (f"{self.ok + self.failed}/{self.total} finished ({self.failed} failed), {self.in_flight} running, "
+        done = self.ok + self.failed
+        bar = "#" * (20 * done // max(self.total, 1))
+        return (f"[{bar:.<20}] {done}/{self.total} finished ({self.failed} failed), {self.in_flight} running, "
                 f"{rate:.1f} jobs/min, {eta} | " + " | ".join(s.status(now) for s in self.servers))
 
     def _say(self, line: str) -> None:

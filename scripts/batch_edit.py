@@ -174,6 +174,7 @@ def start_local(args, scratch: Path, log_path: Path) -> LocalComfyUI:
     (scratch / "extra_model_paths.yaml").write_text(json.dumps({"leakfree_batch": paths}, indent=1))  # JSON is YAML
     command = ["--extra-model-paths-config", str(scratch / "extra_model_paths.yaml"), "--database-url", "sqlite:///:memory:"]
     for folder in ("input", "output", "temp"):
+        (scratch / folder).mkdir()
         command += [f"--{folder}-directory", str(scratch / folder)]
     has_gpu = subprocess.run([sys.executable, "-c", "import torch, sys; sys.exit(not torch.cuda.is_available())"], cwd=scratch).returncode == 0
     if not has_gpu:
@@ -232,7 +233,7 @@ def main(argv=None) -> int:
         dispatcher = Dispatcher(todo, args.server or [local.url], results, subfolder, local, args.timeout, args.heartbeat, args.give_up)
         try:
             asyncio.run(dispatcher.run())
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM
             print(f"stopped (Ctrl-C): {dispatcher.ok} done, {dispatcher.failed} failed, "
                   f"{len(todo) - dispatcher.ok - dispatcher.failed} not run; rerun the same command to resume", file=sys.stderr)
             return 130

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -92,14 +93,25 @@ class ComfyClient:
             raise ServerLost(f"{method} {path}: HTTP {response.status}")
         return response
 
-    async def _json(self, method: str, path: str, **kwargs):
+    async def _answer(self, method: str, path: str, ok=(200,), **kwargs) -> tuple[int, object]:
+        """The status and the decoded JSON body of a request answered with a status in ``ok``."""
         response = await self._call(method, path, **kwargs)
-        if response.status != 200:
-            raise ServerLost(f"{method} {path}: HTTP {response.status} {(await response.text())[:200]}")
-        return await response.json()
+        try:
+            if response.status in ok:
+                return response.status, await response.json(content_type=None)
+        except ValueError:
+            pass
+        raise ServerLost(f"{method} {path}: HTTP {response.status} {(await response.text(errors='replace'))[:200]}")
+
+    async def _json(self, method: str, path: str, **kwargs):
+        return (await self._answer(method, path, **kwargs))[1]
 
     async def system_stats(self) -> dict:
         return await self._json("GET", "/system_stats")
+
+    async def missing_nodes(self, classes) -> list[str]:
+        """The node classes among ``classes`` that the server does not have (its ``/object_info/{class}`` is empty)."""
+        return [name for name in sorted(classes) if not await self._json("GET", f"/object_info/{name}")]
 
     async def upload(self, data: bytes, name: str, subfolder: str) -> str:
         """``POST /upload/image`` into ``subfolder`` of the server's input folder; returns the name LoadImage takes."""
@@ -113,12 +125,11 @@ class ComfyClient:
     async def submit(self, graph: dict, prompt_id: str, extra_data: dict | None = None) -> None:
         """``POST /prompt``; raises PromptRefused with ComfyUI's own message when the graph does not validate."""
         payload = {"prompt": graph, "prompt_id": prompt_id, "client_id": self.client_id, "extra_data": extra_data or {}}
-        response = await self._call("POST", "/prompt", json=payload)
-        answer = await response.json(content_type=None)
-        if response.status == 400 and "error" in answer:
+        status, answer = await self._answer("POST", "/prompt", ok=(200, 400), json=payload)
+        if status == 400 and "error" in answer:
             raise PromptRefused(validation_message(answer["error"], answer.get("node_errors", {})))
-        if response.status != 200 or answer.get("prompt_id") != prompt_id:
-            raise ServerLost(f"POST /prompt: HTTP {response.status} {json.dumps(answer)[:200]}")
+        if status != 200 or answer.get("prompt_id") != prompt_id:
+            raise ServerLost(f"POST /prompt: HTTP {status} {json.dumps(answer)[:200]}")
 
     async def history(self, prompt_id: str) -> dict | None:
         return (await self._json("GET", f"/history/{prompt_id}")).get(prompt_id)
@@ -208,6 +219,14 @@ class ComfyClient:
         return outcome
 
 
+def _die_with_parent() -> None:
+    """In the child, before ComfyUI starts: SIGTERM when the process that started it dies, even when it is killed."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -225,7 +244,8 @@ class LocalComfyUI:
         self._log = open(log_path, "w")
         command = [sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(self.port), "--disable-auto-launch",
                    "--log-stdout", *args]
-        self.process = subprocess.Popen(command, cwd=comfyui, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, cwd=comfyui, stdout=self._log, stderr=subprocess.STDOUT,
+                                        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
 
     def wait_ready(self, timeout: float = 180) -> "LocalComfyUI":
         deadline = time.monotonic() + timeout

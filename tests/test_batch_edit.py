@@ -196,7 +196,7 @@ def test_a_batch_over_two_servers_loses_one_and_still_runs_every_job_once(second
     finally:
         batch.kill()
     assert batch.returncode == 0, log[-4000:]
-    assert f"{second_server.url.split('://')[1]} lost" in log and f"{running} goes to another server" in log
+    assert f"{second_server.url.split('://')[1]} lost" in log and f"{running} goes back to the queue" in log
     results = rows(out)
     keys = [f"artificial_img03/{n}obj-color-{i:02d}" for n in (1, 2) for i in range(4)]
     assert sorted(r["job"] for r in results) == keys and all(r["status"] == "ok" for r in results), results
@@ -229,23 +229,37 @@ def test_a_malformed_edit_list_fails_its_own_job_with_the_packs_message(comfy_se
     assert not (tmp_path / "out" / "artificial_img03" / "malformed.png").exists()
 
 
+def test_a_server_without_the_workflows_nodes_gets_no_jobs(comfy_server, tmp_path, example_inputs):
+    workflow = json.loads(PAINTED.read_text())
+    workflow["99"] = {"class_type": "OtherPackSaveImage", "inputs": {"images": ["13", 0]}}  # a pack this server lacks
+    (tmp_path / "other.json").write_text(json.dumps(workflow))
+    out = tmp_path / "out"
+    done = run_batch("--image", example_inputs / "artificial_img03.jpg", "--mask", example_inputs / "wolf_mask.png", "--mask",
+                     example_inputs / "moon_mask.png", "--edits", "wolf -> goat; moon -> gold moon", "--workflow", tmp_path / "other.json",
+                     "--server", comfy_server.url, "--out", out, timeout=120)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "lacks the node(s) OtherPackSaveImage" in done.stderr and "no server can take the jobs; 1 job(s) not run" in done.stderr
+    assert not our_prompts(comfy_server, out) and not rows(out)
+
+
 def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(comfy_server, tmp_path, example_inputs):
     jobs, out = ale_layout(tmp_path / "ale", example_inputs, 2), tmp_path / "out"
     command = [jobs, *CHEAP, "--seed", "5", "--server", comfy_server.url, "--out", out]
     batch = run_batch(*command, wait=False)
     try:
-        wait_for(lambda: our_prompts(comfy_server, out, "queue"), 300, "the first job runs", batch)
+        wait_for(lambda: rows(out) and our_prompts(comfy_server, out, "queue"), 600, "the second job runs", batch)
         batch.send_signal(signal.SIGINT)
         _, log = batch.communicate(timeout=60)
     finally:
         batch.kill()
-    assert batch.returncode == 130 and "stopped (Ctrl-C)" in log and "rerun the same command to resume" in log, log[-3000:]
+    assert batch.returncode == 130 and "stopped (Ctrl-C): 1 done, 0 failed, 1 not run" in log, log[-3000:]
     wait_for(lambda: not our_prompts(comfy_server, out, "queue"), 60, "our prompt left the server")
-    finished = rows(out)
-    assert not list(out.rglob("*.part")) and {str(p.relative_to(out)) for p in out.rglob("*.png")} == {o for r in finished for o in r["outputs"]}
+    (first,) = rows(out)
+    interrupted = [e for e in our_prompts(comfy_server, out) if e["prompt"][3]["leakfree_batch"]["job"] != first["job"]]
+    assert all(e["status"]["status_str"] == "error" for e in interrupted)  # interrupted there, not finished unseen
+    assert {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.suffix != ".lock"} == {"results.jsonl", *first["outputs"]}
     again = run_batch(*command)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert f"{len(finished)} finished earlier" in again.stderr
+    assert again.returncode == 0 and "1 finished earlier" in again.stderr and "1 to run" in again.stderr, again.stderr[-3000:]
     assert sorted(r["job"] for r in rows(out)) == ["artificial_img03/1obj-color-00", "artificial_img03/2obj-color-00"]
 
 
