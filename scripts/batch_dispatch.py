@@ -141,7 +141,6 @@ class Dispatcher:
         self.losses: dict[str, int] = {}
         self.run_id = uuid.uuid4().hex
         self.gave_up = ""
-        self.started = time.monotonic()
 
     # -- the loop ------------------------------------------------------------------------------------------------
 

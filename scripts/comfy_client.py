@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -32,6 +33,15 @@ class ServerLost(Exception):
 
 class PromptRefused(Exception):
     """``POST /prompt`` refused the graph (validation failed); the message is ComfyUI's, node by node."""
+
+
+def reason(error: Exception) -> str:
+    """Why a request failed, in words: 'connection refused', 'no answer in time', 'server disconnected'."""
+    if isinstance(error, aiohttp.ClientConnectorError) and getattr(error.os_error, "errno", None):
+        return os.strerror(error.os_error.errno).lower()
+    if isinstance(error, asyncio.TimeoutError):
+        return "no answer in time"
+    return f"{type(error).__name__} {error}".rstrip()
 
 
 def validation_message(error: dict, node_errors: dict) -> str:
@@ -88,7 +98,7 @@ class ComfyClient:
             response = await self._session.request(method, self.url + path, timeout=self._timeout, **kwargs)
             await response.read()
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
-            raise ServerLost(f"{method} {path}: {type(error).__name__} {error}".rstrip()) from error
+            raise ServerLost(f"{method} {path}: {reason(error)}") from error
         if response.status >= 500:
             raise ServerLost(f"{method} {path}: HTTP {response.status}")
         return response
@@ -158,7 +168,7 @@ class ComfyClient:
                 self._socket = await self._session.ws_connect(
                     f"{self.url.replace('http', 'ws', 1)}/ws?clientId={self.client_id}", timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5))
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
-                raise ServerLost(f"websocket: {type(error).__name__} {error}".rstrip()) from error
+                raise ServerLost(f"websocket: {reason(error)}") from error
         return self._socket
 
     async def open(self) -> None:

@@ -34,8 +34,8 @@ SETTINGS = {  # job setting -> the input names that take it
     "scheduler": ("scheduler",),
     "ckpt": ("ckpt_name",),
 }
-SCALERS = {"ImageScale": ("width", "height")}
-LATENT_SIZES = {"EmptyLatentImage": ("width", "height")}
+SCALERS = ("ImageScale",)  # image-scale nodes whose width and height the job's size sets
+LATENT_SIZES = ("EmptyLatentImage",)
 ADDED = "leakfree_batch"  # prefix of the ids of nodes the pipeline adds
 
 
@@ -127,23 +127,28 @@ class Slots:
         """The graph for ``job`` (``names``: each input file's uploaded name) and the ids of its mask-preview nodes."""
         graph = copy.deepcopy(self.graph)
         graph[self.image]["inputs"]["image"] = names[job.image]
-        graph[self.edits]["inputs"]["edits"] = job.edit_text
         if job.masks:
             self._wire_masks(graph, [names[m] for m in job.masks], mask_channel)
-        for setting, value in job.settings.items():
+        self.apply(graph, job.edit_text, job.settings, job.inputs)
+        for node in graph.values():
+            if isinstance(node["inputs"].get("filename_prefix"), str):
+                node["inputs"]["filename_prefix"] = prefix
+        return graph, self._previews(graph)
+
+    def apply(self, graph: dict, edits: str | None = None, settings: dict | None = None, inputs: dict | None = None) -> None:
+        """Put an edit list, settings (seed, steps, …, size) and node inputs ("11.cfg") into ``graph``, a copy of ours."""
+        if edits is not None:
+            graph[self.edits]["inputs"]["edits"] = edits
+        for setting, value in (settings or {}).items():
             if setting == "size":
                 self._resize(graph, *value)
             else:
                 node_id = self.settings[setting][0]
                 name = next(n for n in SETTINGS[setting] if n in graph[node_id]["inputs"])
                 graph[node_id]["inputs"][name] = value
-        for key, value in job.inputs.items():
+        for key, value in (inputs or {}).items():
             node_id, name = key.split(".", 1)
             graph[node_id]["inputs"][name] = value
-        for node in graph.values():
-            if isinstance(node["inputs"].get("filename_prefix"), str):
-                node["inputs"]["filename_prefix"] = prefix
-        return graph, self._previews(graph)
 
     def _wire_masks(self, graph: dict, mask_names: list[str], channel: str) -> None:
         inputs = graph[self.painted]["inputs"]
@@ -170,8 +175,8 @@ class Slots:
             graph[node_id] = {"class_type": "ImageScale", "inputs": {"image": [self.image, 0], "upscale_method": "lanczos",
                                                                      "width": width, "height": height, "crop": "disabled"}}
         for node in graph.values():
-            for name in LATENT_SIZES.get(node["class_type"], ()):
-                node["inputs"][name] = width if name == "width" else height
+            if node["class_type"] in LATENT_SIZES:
+                node["inputs"].update(width=width, height=height)
 
     def _previews(self, graph: dict) -> set[str]:
         previews = {n for n, name in consumers(graph, [self.mask_node, PREVIEW_OUTPUT]) if graph[n]["class_type"] == "PreviewImage"}
