@@ -19,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK = "leakfree_edit"
+PACK_FOLDER = "ComfyUI-LeakFreeEdit"  # the folder name users clone the pack as, in ComfyUI/custom_nodes/
 TESTED_VERSION = "0.3.64"
 OLDEST_SUPPORTED = "0.3.64"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "comfyui-leakfreeedit"

@@ -24,7 +24,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import comfy_client
 import comfy_env
+import workflow_slots
 
 DEFAULT_WORKFLOW = comfy_env.ROOT / "api_workflows" / "edit_painted_masks_sd15.json"
 IMAGE_INPUTS = {("LoadImage", "image"), ("LoadImageMask", "image")}
@@ -92,26 +94,22 @@ class Runner:
         prompt_id = str(uuid.uuid4())
         valid, error, outputs, node_errors = asyncio.run(self._execution.validate_prompt(prompt_id, graph, None))
         if not valid:
-            details = "; ".join(f"node {node} ({info['class_type']}): " + ", ".join(e["message"] + (f" ({e['details']})" if e.get("details") else "")
-                                for e in info["errors"]) for node, info in node_errors.items())
-            return RunResult(False, f"{error['message']}: {details or error.get('details', '')}", seconds=time.perf_counter() - started)
+            return RunResult(False, comfy_client.validation_message(error, node_errors), seconds=time.perf_counter() - started)
         self._executor.execute(graph, prompt_id, {}, outputs)
         failure = next((data for event, data in self._executor.status_messages if event == "execution_error"), None)
-        message = f"{failure['node_type']} (node {failure['node_id']}): {failure['exception_message']}" if failure else ""
+        message = comfy_client.execution_message(failure) if failure else ""
         return RunResult(self._executor.success, message, self._executor.history_result.get("outputs", {}), time.perf_counter() - started)
 
 
 def set_inputs(graph: dict, edits: str | None = None, steps: int | None = None, ckpt_name: str | None = None) -> dict:
-    """A copy of ``graph`` with the edit list, step count and checkpoint replaced where the graph has them."""
+    """A copy of ``graph`` with the edit list, step count and checkpoint put where scripts/workflow_slots.py finds them."""
+    slots = workflow_slots.find_slots(graph, "the workflow")
+    settings = {name: value for name, value in (("steps", steps), ("ckpt", ckpt_name)) if value is not None}
+    problems = slots.problems(set(settings), False, set())
+    if problems:
+        raise workflow_slots.WorkflowError("the workflow", problems)
     graph = json.loads(json.dumps(graph))
-    for node in graph.values():
-        inputs = node["inputs"]
-        if edits is not None and node["class_type"].startswith("LeakFree") and "edits" in inputs:
-            inputs["edits"] = edits
-        if steps is not None and isinstance(inputs.get("steps"), int):
-            inputs["steps"] = steps
-        if ckpt_name is not None and "ckpt_name" in inputs:
-            inputs["ckpt_name"] = ckpt_name
+    slots.apply(graph, edits, settings)
     return graph
 
 
@@ -155,8 +153,12 @@ def main(argv=None) -> int:
         folder_paths.add_model_folder_path("checkpoints", str(random_checkpoint.parent), is_default=True)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     folder_paths.set_output_directory(str(args.output_dir.resolve()))
-    graph = set_inputs(json.loads(args.workflow.read_text()), args.edits.replace("\\n", "\n") if args.edits else None, args.steps,
-                       args.ckpt.name if args.ckpt else None)
+    try:
+        graph = set_inputs(json.loads(args.workflow.read_text()), args.edits.replace("\\n", "\n") if args.edits else None, args.steps,
+                           args.ckpt.name if args.ckpt else None)
+    except workflow_slots.WorkflowError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     input_dir = args.input_dir.resolve()
     if args.size:
         scratch = Path(tempfile.mkdtemp(prefix="leakfree-inputs-"))

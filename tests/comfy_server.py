@@ -8,58 +8,27 @@ ComfyUI checkout itself (the database is in memory).
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import requests
 
-PACK_FOLDER = "ComfyUI-LeakFreeEdit"
+from comfy_client import LocalComfyUI
+from comfy_env import PACK_FOLDER
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ComfyServer:
-    def __init__(self, comfyui: Path, base: Path, pack: Path, name: str = "server"):
-        self.comfyui, self.base = comfyui, base
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = base / f"{name}.log"
+class ComfyServer(LocalComfyUI):
+    def __init__(self, comfyui: Path, base: Path, pack: Path, name: str = "server", port: int | None = None):
+        self.base = base
         custom_nodes = base / "custom_nodes"
         custom_nodes.mkdir(parents=True, exist_ok=True)
-        test_nodes = [(name, Path(__file__).with_name(name)) for name in ("flush_denormals_node.py", "flux_text_encoders_node.py")]
-        for name, target in [(PACK_FOLDER, pack), *test_nodes]:
-            if not (custom_nodes / name).exists():
-                (custom_nodes / name).symlink_to(target)
-        self._log = open(self.log_path, "w")
-        command = [sys.executable, "main.py", "--cpu", "--use-pytorch-cross-attention", "--listen", "127.0.0.1",
-                   "--port", str(self.port), "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
-                   "--disable-auto-launch", "--log-stdout"]
-        self.process = subprocess.Popen(command, cwd=comfyui, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 180) -> "ComfyServer":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with {self.process.returncode}:\n{self.log()[-4000:]}")
-            try:
-                if requests.get(f"{self.url}/system_stats", timeout=2).ok:
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"ComfyUI did not answer in {timeout} s:\n{self.log()[-4000:]}")
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
+        test_nodes = [(file, Path(__file__).with_name(file)) for file in ("flush_denormals_node.py", "flux_text_encoders_node.py")]
+        for link, target in [(PACK_FOLDER, pack), *test_nodes]:
+            if not (custom_nodes / link).exists():
+                (custom_nodes / link).symlink_to(target)
+        super().__init__(comfyui, ["--cpu", "--use-pytorch-cross-attention", "--base-directory", str(base),
+                                   "--database-url", "sqlite:///:memory:"], base / f"{name}.log", port)
 
     def get(self, path: str, **kwargs) -> requests.Response:
         return requests.get(f"{self.url}{path}", timeout=60, **kwargs)
@@ -98,15 +67,6 @@ class ComfyServer:
         """The bytes of every saved output image of a finished prompt, through /view."""
         images = [image for output in entry["outputs"].values() for image in output.get("images", []) if image["type"] == "output"]
         return [self.get("/view", params=image).content for image in images]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self._log.close()
 
 
 def execution_error(entry: dict) -> dict | None:
