@@ -28,6 +28,12 @@ def overlap_input():
                                   "preview says how much of each object's area is its own.")
 
 
+def schedule_inputs(what: str) -> list:
+    """The start/end widgets of a node that acts over part of sampling (``what`` names the action in the tooltips)."""
+    return [io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, tooltip=f"Sampling progress at which {what} starts."),
+            io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, tooltip=f"Sampling progress at which {what} stops.")]
+
+
 def edits_input():
     """The edit list every encoder takes."""
     return io.String.Input("edits", multiline=True, default="wolf -> brown-colored goat\nmoon -> moon made of gold",

@@ -12,7 +12,7 @@ from ..attention.tokens import plan_windows
 from ..integration.checks import check_schedule, schedule_problem
 from ..integration.errors import NodeInputError
 from ..integration.patching import install_region_program, percent_to_sigma, program_with_regions
-from ..integration.sockets import CATEGORY, AttentionMaps, EditPlan
+from ..integration.sockets import CATEGORY, AttentionMaps, EditPlan, schedule_inputs
 from ..masking.preview import heat_panel
 
 RECORDER = "Attention Map Recorder (LeakFree)"
@@ -43,8 +43,7 @@ class AttentionMapRecorder(io.ComfyNode):
                 io.Model.Input("model", tooltip="A model after Region-Guided Cross-Attention (and any other LeakFree attention node)."),
                 io.Combo.Input("maps", options=list(maps_module.MODES), default="model",
                                tooltip=" ".join(f"{k}: {v}." for k, v in MODE_HELP.items())),
-                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="Record from this fraction of sampling on."),
-                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Record until this fraction of sampling."),
+                *schedule_inputs("recording"),
                 io.Clip.Input("clip", optional=True, tooltip="With edit_plan, also record the source objects' tokens in the source branch "
                               "of the Dual-Branch Edit Guider (the CLIP that encoded the prompts)."),
                 EditPlan.Input("edit_plan", optional=True, tooltip="With clip: the source objects whose maps the source branch records."),

@@ -5,7 +5,7 @@ from ..attention.joint_attention import IMAGE_ATTENTION, IMAGE_ATTENTION_HELP, N
 from ..integration.checks import check_masks, check_schedule, schedule_problem
 from ..integration.flux import check_flux_model, install_joint_program, joint_payload
 from ..integration.patching import percent_to_sigma
-from ..integration.sockets import CATEGORY
+from ..integration.sockets import CATEGORY, schedule_inputs
 
 
 class RegionGuidedJointAttention(io.ComfyNode):
@@ -23,8 +23,7 @@ class RegionGuidedJointAttention(io.ComfyNode):
                 io.Mask.Input("object_masks", tooltip="One mask per edit line, in edit order, from an Object Masks node. Any size: put on the token grid."),
                 io.Combo.Input("image_attention", options=list(IMAGE_ATTENTION), default="region",
                                tooltip="Which image tokens an object's image tokens attend to. " + " ".join(f"{k}: {v}" for k, v in IMAGE_ATTENTION_HELP.items())),
-                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="Sampling progress at which the patch starts."),
-                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Sampling progress at which the patch stops."),
+                *schedule_inputs("the patch"),
             ],
             outputs=[io.Model.Output(tooltip="The model with region-guided joint attention (a patched clone; the input model is untouched).")],
         )

@@ -4,7 +4,7 @@ from comfy_api.latest import io
 from ..attention.rebalance import MAX_BINDING, MAX_BOOST, MIN_SINK_SCALE, RegionBinding, TokenRebalance
 from ..integration.checks import check_range, check_schedule, schedule_problem
 from ..integration.patching import install_region_program, percent_to_sigma, program_with_regions
-from ..integration.sockets import CATEGORY
+from ..integration.sockets import CATEGORY, schedule_inputs
 
 NODE = "Source-Dominance Rebalance (LeakFree)"
 
@@ -28,8 +28,7 @@ class SourceDominanceRebalance(io.ComfyNode):
                                tooltip="Self-attention logits taken off between different objects' regions (weight x e^-binding). 0 = off."),
                 io.Float.Input("surroundings", default=0.0, min=0.0, max=MAX_BINDING, step=0.1,
                                tooltip="Self-attention logits taken off from object pixels to unedited background pixels. 0 = off."),
-                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="Sampling progress at which rebalancing starts."),
-                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Sampling progress at which rebalancing stops."),
+                *schedule_inputs("rebalancing"),
             ],
             outputs=[io.Model.Output(tooltip="The model with rebalancing and binding added to its region attention (a patched clone).")],
         )

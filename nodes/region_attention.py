@@ -4,7 +4,7 @@ from comfy_api.latest import io
 from ..attention.region_attention import CrossAttentionRegions
 from ..integration.checks import check_masks, check_model, check_schedule, ore_payload, schedule_problem
 from ..integration.patching import install_region_program, percent_to_sigma, region_program
-from ..integration.sockets import CATEGORY
+from ..integration.sockets import CATEGORY, schedule_inputs
 from ..masking.ops import MASK_RESIZE_MODES
 
 NODE = "Region-Guided Cross-Attention (LeakFree)"
@@ -26,8 +26,7 @@ class RegionGuidedCrossAttention(io.ComfyNode):
                 io.Mask.Input("object_masks", tooltip="One mask per edit line, in edit order, from an Object Masks node. Any size: resized per layer."),
                 io.Combo.Input("isolation", options=list(ISOLATION_MODES), default="ale",
                                tooltip="ale: keys from the target base prompt (the paper). strict: region i also takes its keys from object i's own prompt."),
-                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="Sampling progress at which the patch starts."),
-                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Sampling progress at which the patch stops."),
+                *schedule_inputs("the patch"),
                 io.Combo.Input("mask_resize", options=list(MASK_RESIZE_MODES), default="nearest", optional=True,
                                tooltip="How the masks reach each layer's grid. nearest: ALE-Edit's (each cell takes the mask at its "
                                        "top-left pixel). area: a cell belongs to an object when the object covers most of it "
