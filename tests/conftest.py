@@ -1,5 +1,6 @@
 """Test set-up: load the pack as the package ``leakfree_edit`` and make random-weight models fast."""
 import collections
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +23,18 @@ def pytest_report_header(config):
 def example_inputs() -> Path:
     """The ALE-Bench images and masks the pack ships for its example workflows."""
     return ROOT / "example_inputs"
+
+
+@pytest.fixture(scope="session")
+def shared_ale_bench() -> Path:
+    """The shared ALE-Bench half (1,500 edits): ``$LEAKFREE_ALE_BENCH`` (CI sets it and then requires it), else beside the checkout."""
+    required = os.environ.get("LEAKFREE_ALE_BENCH")
+    folder = Path(required or ROOT.parent / "shared" / "ale_bench")
+    if not folder.is_dir():
+        if required:
+            pytest.fail(f"LEAKFREE_ALE_BENCH={required} is not a folder")
+        pytest.skip(f"no ALE-Bench copy at {folder} (set LEAKFREE_ALE_BENCH)")
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,9 @@ import ale_bench
 import metric_model_files
 from leakfree_edit.evaluation.bench import BenchEdit, read_edits
 
+pytestmark = pytest.mark.heavy  # CI runs it in its first pass only (.ci/run)
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_BENCH = ROOT.parent / "shared" / "ale_bench"
 IMAGE = "artificial_img03"
 TAKE = {(1, "color"): 3, (2, "object"): 4, (3, "material"): 3}  # ten edits, every object count
 SIDE = 128
@@ -27,19 +28,17 @@ BUDGET_S = 180  # on CI's own 2 cores
 
 
 @pytest.fixture(scope="module")
-def mini_bench(tmp_path_factory) -> Path:
-    if not SHARED_BENCH.is_dir():
-        pytest.skip(f"no ALE-Bench copy at {SHARED_BENCH}")
+def mini_bench(tmp_path_factory, shared_ale_bench) -> Path:
     bench = tmp_path_factory.mktemp("ale_bench")
     (bench / "images").mkdir()
-    with Image.open(SHARED_BENCH / "images" / f"{IMAGE}.jpg") as image:
+    with Image.open(shared_ale_bench / "images" / f"{IMAGE}.jpg") as image:
         image.resize((SIDE, SIDE), Image.Resampling.LANCZOS).save(bench / "images" / f"{IMAGE}.jpg", quality=95)
     (bench / "masks" / IMAGE).mkdir(parents=True)
-    for mask in (SHARED_BENCH / "masks" / IMAGE).glob("*.png"):
+    for mask in (shared_ale_bench / "masks" / IMAGE).glob("*.png"):
         with Image.open(mask) as picture:
             picture.resize((SIDE, SIDE), Image.Resampling.NEAREST).save(bench / "masks" / IMAGE / mask.name)
     for (count, kind), take in TAKE.items():
-        data = json.loads((SHARED_BENCH / "prompts" / str(count) / kind / f"{IMAGE}_prompts.json").read_text())
+        data = json.loads((shared_ale_bench / "prompts" / str(count) / kind / f"{IMAGE}_prompts.json").read_text())
         data["prompts"] = data["prompts"][:take]
         (bench / "prompts" / str(count) / kind).mkdir(parents=True)
         (bench / "prompts" / str(count) / kind / f"{IMAGE}_prompts.json").write_text(json.dumps(data))

@@ -90,6 +90,7 @@ PLAIN_IMG2IMG = {
 }
 
 
+@pytest.mark.heavy  # a second server: CI runs it in its first pass only (.ci/run)
 def test_plain_img2img_after_the_edits_matches_a_fresh_server(comfy_server, server_base, scratch, comfyui):
     """Nothing of the pack's patches outlives its prompt: the same plain graph gives the same bytes as on a new server."""
     edit = comfy_server.run(small_graph(comfy_server, ROOT / "api_workflows" / "edit_rebalanced_sd15.json", scratch))
