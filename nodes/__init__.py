@@ -7,11 +7,12 @@ from .encode import ObjectRestrictedEncode
 from .grounded_sam import ObjectMasksGroundedSAM
 from .loaders import GroundingDinoLoader, SAMLoader
 from .painted_masks import ObjectMasksPainted
+from .prompt_learning import DynamicPromptLearning
 from .rebalance import SourceDominanceRebalance
 from .region_attention import RegionGuidedCrossAttention
 
 NODES = [
     ObjectRestrictedEncode, ObjectMasksPainted, GroundingDinoLoader, SAMLoader, ObjectMasksGroundedSAM, MasksFromAttention,
-    RegionGuidedCrossAttention, SourceDominanceRebalance, RegionAnchoring, LatentBackgroundBlend, LatentBackgroundPaste,
-    DualBranchGuider,
+    RegionGuidedCrossAttention, SourceDominanceRebalance, RegionAnchoring, DynamicPromptLearning, LatentBackgroundBlend,
+    LatentBackgroundPaste, DualBranchGuider,
 ]
