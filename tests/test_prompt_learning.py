@@ -1,10 +1,12 @@
 """Dynamic Prompt Learning: DPL's losses on tensors, then its inner loop through ComfyUI's sampler and the
 Dual-Branch Edit Guider on a random-weight UNet (the test UNet has levels 1x and 2x: the losses read 1/2)."""
+import math
 import re
 
 import pytest
 import torch
 
+from leakfree_edit.attention import prompt_learning
 from leakfree_edit.attention.prompt_learning import (
     LearningSettings, LossTerm, attend_loss, background_loss, disjoint_loss, object_maps, smoothing_kernel,
 )
@@ -18,6 +20,12 @@ NODE = "Dynamic Prompt Learning (LeakFree)"
 
 def source_latent(seed=3):
     return torch.randn(1, 4, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(autouse=True)
+def no_learned_rows_cached():
+    """Each test learns afresh: the cache is per image, plan and seed, and these tests share all three."""
+    prompt_learning._CACHE.clear()
 
 
 @pytest.fixture(scope="module")
@@ -129,14 +137,14 @@ def test_disjointness_falls_over_the_inner_iterations_and_nothing_leaks(models, 
     run of the same graph takes every step's rows from the cache."""
     unet, clip = models.unet(), prompts["clip"]
     before = snapshot(unet, clip)
-    model, dpl = learning(unet, prompts, iterations=5, learning_rate=0.05, attend_weight=0.0, background_weight=0.0,
+    model, dpl = learning(unet, prompts, iterations=4, learning_rate=0.05, attend_weight=0.0, background_weight=0.0,
                           disjoint_weight=1.0, disjoint_beta=0.0)
     first = edit(model, prompts, steps=2)
     learned = [record for record in dpl.history if not record.cached]
     assert len(learned) == 2 and not any(record.stopped for record in learned)
     for record in learned:
         cosine = record.losses[:, 2]
-        assert len(cosine) == 5 and float(cosine[0]) > 0.9
+        assert len(cosine) == 4 and float(cosine[0]) > 0.9
         assert (cosine[2:] < cosine[0]).all() and (cosine[2:].diff() < 0).all(), cosine  # after AdamW's first (sign) step, every update lowers it
         assert float(cosine[-1]) < float(cosine[0]) - 2e-3, cosine
     assert not first.requires_grad and first.grad_fn is None
@@ -154,17 +162,26 @@ def test_disjointness_falls_over_the_inner_iterations_and_nothing_leaks(models, 
 
 
 def test_early_stop_thresholds_end_the_loop(models, prompts):
-    """Thresholds above every loss: one forward pass, no update (DPL checks before it steps). Thresholds of 0: all passes."""
+    """Thresholds above every loss: one forward pass a step, no update (DPL checks before it steps). A disjointness
+    threshold between the third and the fourth pass's cosine: the same loop ends at the fourth pass."""
     model, dpl = learning(models.unet(), prompts, iterations=4, attend_beta=5.0, background_beta=5.0, disjoint_beta=5.0)
     edit(model, prompts, steps=2)
     records = list(dpl.history)
     assert len(records) == 2 and all(r.stopped and r.losses.shape == (1, 3) for r in records)
-    assert records[1].thresholds == pytest.approx(tuple(5.0 * torch.exp(torch.tensor(-1 / a)).item() for a in (25, 50, 25)))
-    # a loss whose weight is 0 counts as 0 (DPL), so only the disjoint threshold decides here
-    model, dpl = learning(models.unet(), prompts, iterations=2, attend_weight=0.0, background_weight=0.0, disjoint_beta=0.0)
+    assert records[1].thresholds == pytest.approx(tuple(5.0 * math.exp(-1 / alpha) for alpha in (25, 50, 25)))
+
+    settings = dict(iterations=4, learning_rate=0.05, attend_weight=0.0, background_weight=0.0, disjoint_weight=1.0)
+    model, dpl = learning(models.unet(), prompts, disjoint_beta=0.0, **settings)
     edit(model, prompts, steps=1)
-    record, = dpl.history
-    assert not record.stopped and record.losses.shape == (2, 3) and (record.losses[:, :2] == 0).all()
+    full, = dpl.history
+    cosine = full.losses[:, 2]
+    assert not full.stopped and len(cosine) == 4 and (full.losses[:, :2] == 0).all()  # a term of weight 0 counts as 0
+    assert float(cosine[3]) < float(cosine[:3].min())
+    model, dpl = learning(models.unet(), prompts, disjoint_beta=float(cosine[3] + cosine[:3].min()) / 2, **settings)
+    edit(model, prompts, steps=1)
+    stopped, = dpl.history
+    assert stopped.stopped and not stopped.cached and len(stopped.losses) == 4
+    torch.testing.assert_close(stopped.losses, full.losses)
 
 
 def test_background_without_masks_comes_from_clustered_self_attention(models, prompts):
@@ -174,8 +191,11 @@ def test_background_without_masks_comes_from_clustered_self_attention(models, pr
     regional, = RegionGuidedCrossAttention.execute(models.unet(), prompts["target"], object_masks())
     model, = DynamicPromptLearning.execute(regional, prompts["clip"], prompts["plan"], attention_grid="1/2", iterations=1,
                                            source_latent={"samples": source_latent()})
-    background = model.model_options["model_function_wrapper"].background
-    assert background.shape == (1, HEIGHT, WIDTH) and set(background.unique().tolist()) <= {0.0, 1.0}
+    dpl = model.model_options["model_function_wrapper"]
+    assert dpl.background.shape == (1, HEIGHT, WIDTH) and set(dpl.background.unique().tolist()) <= {0.0, 1.0}
+    edit(model, prompts, steps=1)  # DPL's three terms with their default weights, one update
+    record, = dpl.history
+    assert record.losses.shape == (1, 3) and torch.isfinite(record.losses).all() and (record.losses[0, [0, 2]] > 0).all()
     with pytest.raises(NodeInputError, match="source_latent"):
         DynamicPromptLearning.execute(regional, prompts["clip"], prompts["plan"], attention_grid="1/2")
 
