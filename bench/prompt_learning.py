@@ -20,7 +20,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from dual_branch_step import EDITS, ROOT, process_memory, reset_peak_rss
 

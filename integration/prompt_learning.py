@@ -54,12 +54,13 @@ def word_offsets(clip, plan: EditPlan, words: list[str], node: str, end_token: i
     return offsets
 
 
-def text_encoder(clip, key: str):
+def text_encoder(clip, key: str, node: str):
     """The SDClipModel of one token-window key ("l", "g") of ComfyUI's CLIP."""
     model = clip.cond_stage_model
     encoder = getattr(model, f"clip_{key}", None) or getattr(model, getattr(model, "clip", ""), None)
     if encoder is None or not hasattr(encoder, "transformer"):
-        raise NodeInputError(f"the text encoder '{key}' of this CLIP has no token embedding table (SD1.5 and SDXL CLIPs have one)")
+        raise NodeInputError(f"{node}: the text encoder '{key}' of this CLIP has no token embedding table to learn rows of. "
+                             "Use the CLIP of an SD1.5 or SDXL checkpoint (the one that encoded the edit).")
     return encoder
 
 
@@ -90,7 +91,7 @@ class LearnedSourcePrompt:
         self.slots = [(key, index) for key in self.windows for index in range(len(plan))]
         self.lent = False
         clip.load_model()
-        table = {key: text_encoder(clip, key).transformer.get_input_embeddings().weight for key in self.windows}
+        table = {key: text_encoder(clip, key, node).transformer.get_input_embeddings().weight for key in self.windows}
         self.initial = tuple(table[key][[self.windows[key][index + 1][1 + o][0] for o in self.offsets[index]]].detach().float().clone()
                              for key, index in self.slots)
         self.reference = encode_substituted_source(clip, plan, node)[0][0][0]
