@@ -80,6 +80,17 @@ class CrossAttentionCallObserver(Protocol):
     def observe_call(self, q, k, extra_options: dict) -> None: ...
 
 
+class ContextAttentionObserver(Protocol):
+    """A program term shown every cross-attention call, all rows, before RGB-CAM changes anything
+    (e.g. Dynamic Prompt Learning's recorder of the source prompt's attention).
+
+    Gets the per-head query [B, heads, HW, d] and the keys of the layer's own context [B, heads, T, d]
+    (the appended ORE tokens left out) and ``extra_options``; returns nothing.
+    """
+
+    def observe_context(self, query, keys, extra_options: dict) -> None: ...
+
+
 @dataclass(frozen=True)
 class CrossAttentionRegions(SigmaWindow):
     """The RGB-CAM term: ORE values, token spans and object masks.
@@ -116,6 +127,7 @@ class RegionAttentionProgram:
     cross_biases: tuple = ()  # CrossAttentionBias terms, added to RGB-CAM's token bias
     cross_observers: tuple = ()  # CrossAttentionObserver terms, shown each RGB-CAM call's inputs
     call_observers: tuple = ()  # CrossAttentionCallObserver terms, shown every cross-attention call's q and k
+    context_observers: tuple = ()  # ContextAttentionObserver terms, shown every cross-attention call's own query and keys
     self_biases: tuple = ()  # SelfAttentionBias terms (see self_attention.py)
     structure_lock: object = None  # the dual branch's StructureLock term (see self_attention.py), for one run
     cache: dict = field(default_factory=dict, repr=False, compare=False)
@@ -138,6 +150,9 @@ class RegionAttentionProgram:
 
     def with_call_observer(self, term) -> "RegionAttentionProgram":
         return replace(self, call_observers=self.call_observers + (term,), cache={})
+
+    def with_context_observer(self, term) -> "RegionAttentionProgram":
+        return replace(self, context_observers=self.context_observers + (term,), cache={})
 
     def with_structure_lock(self, term) -> "RegionAttentionProgram":
         return replace(self, structure_lock=term, cache={})
@@ -258,6 +273,10 @@ class RegionCrossAttention:
         plain = program.attention if program is not None else None
         for observer in program.call_observers if program is not None else ():
             observer.observe_call(q, k, extra_options)
+        if program is not None and program.context_observers:
+            own = k if stash is None else k[:, : stash[1]]
+            for observer in program.context_observers:
+                observer.observe_context(_split_heads(q, heads), _split_heads(own, heads), extra_options)
         if stash is None:
             return self.previous(q, k, v, extra_options) if self.previous else plain(q, k, v, heads, extra_options)
         rows, context_tokens = stash
@@ -277,6 +296,11 @@ class RegionCrossAttention:
             out[others] = plain(q[others], base_k[others], base_v[others], heads, extra_options)
         out[rows] = region
         return out
+
+
+def _split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """[B, tokens, heads * d] -> [B, heads, tokens, d] (a view)."""
+    return t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
 
 
 def _complement(rows: torch.Tensor, batch: int) -> torch.Tensor:

@@ -31,14 +31,17 @@ import torch.nn.functional as F
 from .ops import dilate
 
 
+def downsampled_grid(latent_hw: tuple[int, int], factor: int) -> tuple[int, int]:
+    """The (h, w) of the UNet level ``factor`` (a power of 2) times smaller than the latent (ceil-halved, as the UNet does)."""
+    (h, w), level = latent_hw, 1
+    while level < factor:
+        h, w, level = math.ceil(h / 2), math.ceil(w / 2), level * 2
+    return h, w
+
+
 def downsampled_grids(latent_hw: tuple[int, int], factors=(2, 4)) -> set[tuple[int, int]]:
-    """The (h, w) of the UNet levels ``factors`` times smaller than the latent (ceil-halved, as the UNet does)."""
-    grids, (h, w), factor = set(), latent_hw, 1
-    while factor < max(factors):
-        h, w, factor = math.ceil(h / 2), math.ceil(w / 2), factor * 2
-        if factor in factors:
-            grids.add((h, w))
-    return grids
+    """The (h, w) of the UNet levels ``factors`` times smaller than the latent."""
+    return {downsampled_grid(latent_hw, factor) for factor in factors}
 
 
 def object_maps(query: torch.Tensor, keys: torch.Tensor, spans) -> torch.Tensor:

@@ -12,12 +12,13 @@ from .leakage_metrics import LeakageMetrics
 from .loaders import GroundingDinoLoader, SAMLoader
 from .painted_masks import ObjectMasksPainted
 from .pixel_composite import PixelBackgroundComposite
+from .prompt_learning import DynamicPromptLearning
 from .rebalance import SourceDominanceRebalance
 from .region_attention import RegionGuidedCrossAttention
 
 NODES = [
     ObjectRestrictedEncode, ObjectMasksPainted, GroundingDinoLoader, SAMLoader, ObjectMasksGroundedSAM, MasksFromAttention,
-    RegionGuidedCrossAttention, SourceDominanceRebalance, RegionAnchoring, LatentBackgroundBlend, LatentBackgroundPaste,
-    PixelBackgroundComposite, DualBranchGuider, AttentionMapRecorder, AttentionMapPreview, LeakageMetrics,
+    RegionGuidedCrossAttention, SourceDominanceRebalance, RegionAnchoring, DynamicPromptLearning, LatentBackgroundBlend,
+    LatentBackgroundPaste, PixelBackgroundComposite, DualBranchGuider, AttentionMapRecorder, AttentionMapPreview, LeakageMetrics,
     ObjectRestrictedEncodeFlux, RegionGuidedJointAttention,
 ]

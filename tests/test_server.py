@@ -33,6 +33,8 @@ def small_graph(server: ComfyServer, path: Path, scratch: Path, **inputs) -> dic
             # Random detector weights find boxes only by chance (hundreds of them, or none for an object):
             # decode one per object, and edit an object without a box unmasked instead of stopping.
             node["inputs"].update(instances="best", on_missing="unmasked")
+        if node["class_type"] == "LeakFreeDynamicPromptLearning":
+            node["inputs"].update(iterations=2)  # DPL's 21 forward + backward passes a step are minutes on this CPU
     return graph
 
 
