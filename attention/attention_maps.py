@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ..masking.from_attention import downsampled_grids, object_maps
 from ..masking.ops import resize_masks
 from .dual_branch import SOURCE_COND
-from .region_attention import SigmaWindow, layer_size
+from .region_attention import SigmaWindow, layer_size, split_heads
 from .self_attention import LAYOUT_KEY
 
 MODES = ("model", "applied")
@@ -133,8 +133,8 @@ class SourceMapRecorder(MapRecording):
             return
         chunk, heads = q.shape[0] // len(slots), extra_options["n_heads"]
         rows = slice(slots.index(SOURCE_COND) * chunk, (slots.index(SOURCE_COND) + 1) * chunk)
-        split = lambda t: t.detach().float().view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
-        self.add(object_maps(split(q[rows]), split(k[rows, : self.tokens]), self.spans), size)
+        query, keys = (split_heads(t.detach().float(), heads) for t in (q[rows], k[rows, : self.tokens]))
+        self.add(object_maps(query, keys, self.spans), size)
 
 
 def outside_share(maps: torch.Tensor, masks: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

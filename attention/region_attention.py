@@ -276,7 +276,7 @@ class RegionCrossAttention:
         if program is not None and program.context_observers:
             own = k if stash is None else k[:, : stash[1]]
             for observer in program.context_observers:
-                observer.observe_context(_split_heads(q, heads), _split_heads(own, heads), extra_options)
+                observer.observe_context(split_heads(q, heads), split_heads(own, heads), extra_options)
         if stash is None:
             return self.previous(q, k, v, extra_options) if self.previous else plain(q, k, v, heads, extra_options)
         rows, context_tokens = stash
@@ -298,7 +298,7 @@ class RegionCrossAttention:
         return out
 
 
-def _split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
     """[B, tokens, heads * d] -> [B, heads, tokens, d] (a view)."""
     return t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
 

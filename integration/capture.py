@@ -6,7 +6,7 @@ import torch
 import comfy.sample
 import comfy.samplers
 
-from ..attention.region_attention import layer_size
+from ..attention.region_attention import layer_size, split_heads
 from ..masking.from_attention import AttentionCapture
 from .patching import percent_to_sigma, plain_attention, wrap_blocks
 
@@ -27,11 +27,6 @@ class CaptureAttention:
         if self.previous is not None:
             return self.previous(q, k, v, extra_options)
         return plain_attention(q, k, v, heads, extra_options)
-
-
-def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
-    batch, tokens, inner = t.shape
-    return t.view(batch, tokens, heads, inner // heads).transpose(1, 2)
 
 
 def capture_attention(model, positive, latent: torch.Tensor, capture: AttentionCapture, timesteps: int, seed: int) -> None:
