@@ -98,6 +98,13 @@ def installed_in_comfyui() -> bool:
     return ROOT.parent.name == "custom_nodes" and ROOT.parent.parent.resolve() == find_comfyui().resolve()
 
 
+def in_custom_nodes_folders() -> bool:
+    """True when this process's ComfyUI loads the pack from its own custom_nodes folders (not with a base directory elsewhere)."""
+    import folder_paths
+
+    return any(Path(folder).resolve() == ROOT.parent.resolve() for folder in folder_paths.get_folder_paths("custom_nodes"))
+
+
 def register_pack():
     """Make the checkout importable as ``leakfree_edit`` without running its ``__init__`` (for the tests)."""
     if PACK not in sys.modules:

@@ -80,7 +80,7 @@ class Runner:
 
         with quiet_logs() as held:  # ComfyUI's own notes while loading (e.g. its audio nodes without torchaudio)
             try:
-                comfy_env.load_nodes(None if comfy_env.installed_in_comfyui() else comfy_env.ROOT)
+                comfy_env.load_nodes(None if comfy_env.in_custom_nodes_folders() else comfy_env.ROOT)
             except RuntimeError:
                 print("\n".join(record.getMessage() for record in held), file=sys.stderr)
                 raise
