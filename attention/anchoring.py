@@ -56,16 +56,10 @@ def anchoring_loss(records: list[tuple[torch.Tensor, torch.Tensor]], eps: float 
     return torch.stack(terms).mean()
 
 
-class AttentionRecorder:
-    """``CrossAttentionObserver``: while recording, keep (a_i maps, region masks) of every downsampled layer.
+class Recording:
+    """An observer that keeps what it is shown only inside ``with observer.recording() as records:``."""
 
-    The maps come from the base keys alone (the first ``tokens`` keys), without RGB-CAM's bias.
-    """
-
-    def __init__(self, spans, tokens: int):
-        self.spans = tuple(spans)
-        self.tokens = tokens
-        self.records: list | None = None
+    records: list | None = None
 
     @contextlib.contextmanager
     def recording(self):
@@ -74,6 +68,17 @@ class AttentionRecorder:
             yield self.records
         finally:
             self.records = None
+
+
+class AttentionRecorder(Recording):
+    """``CrossAttentionObserver``: while recording, keep (a_i maps, region masks) of every downsampled layer.
+
+    The maps come from the base keys alone (the first ``tokens`` keys), without RGB-CAM's bias.
+    """
+
+    def __init__(self, spans, tokens: int):
+        self.spans = tuple(spans)
+        self.tokens = tokens
 
     def observe(self, query, keys, bias, masks, extra_options) -> None:
         if self.records is None:

@@ -24,7 +24,6 @@ context observers. Pure torch: the text encoder, the model and the progress bar 
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
@@ -34,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..masking.from_attention import downsampled_grid
-from .anchoring import fresh_program_cache, normal_tensors
+from .anchoring import Recording, fresh_program_cache, normal_tensors
 from .dual_branch import step_index
 from .region_attention import PROGRAM_KEY, layer_size, target_rows
 from .self_attention import LAYOUT_KEY, BranchLayout
@@ -129,21 +128,12 @@ def grid_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.adaptive_max_pool2d(flat, (height, width)).reshape(*mask.shape[:-2], height, width)
 
 
-class SourceAttentionRecorder:
+class SourceAttentionRecorder(Recording):
     """``ContextAttentionObserver``: while recording, keep softmax(q k^T / sqrt(d)) averaged over heads,
     ``[B, h, w, T]``, of every cross-attention layer at the loss grid (``factor`` times below the latent)."""
 
     def __init__(self, factor: int):
         self.factor = factor
-        self.records: list | None = None
-
-    @contextlib.contextmanager
-    def recording(self):
-        self.records = []
-        try:
-            yield self.records
-        finally:
-            self.records = None
 
     def observe_context(self, query, keys, extra_options) -> None:
         if self.records is None:

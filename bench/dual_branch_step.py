@@ -49,23 +49,30 @@ def reset_peak_rss() -> int:
     return process_memory("VmRSS")
 
 
-def measure(variant: str) -> dict:
+def sd15_edit() -> tuple:
+    """ComfyUI loaded with the pack; the full-size random SD1.5 CLIP and UNet, EDITS encoded, an empty negative, a 512² latent."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import comfy_env
 
     comfy_env.prepare_comfy()
     comfy_env.register_pack()
     import torch
-    import comfy.samplers
     import random_models
-    from leakfree_edit.nodes.dual_branch import DualBranchGuider
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
 
     clip, model = random_models.clip("sd15"), random_models.unet("sd15", "full")
-    target, source, _ = ObjectRestrictedEncode.execute(clip, EDITS, "object")
+    target, source, plan = ObjectRestrictedEncode.execute(clip, EDITS, "object")
     cond, pooled = clip.encode_from_tokens(clip.tokenize(""), return_pooled=True)
-    negative = [[cond, {"pooled_output": pooled}]]
     latent = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(0))
+    return clip, model, target, source, plan, [[cond, {"pooled_output": pooled}]], latent
+
+
+def measure(variant: str) -> dict:
+    clip, model, target, source, _, negative, latent = sd15_edit()
+    import torch
+    import comfy.samplers
+    from leakfree_edit.nodes.dual_branch import DualBranchGuider
+
     if variant == "plain":
         guider = comfy.samplers.CFGGuider(model)
         guider.set_conds(target, negative)
@@ -75,6 +82,14 @@ def measure(variant: str) -> dict:
         guider, = DualBranchGuider.execute(model, source, target, negative, {"samples": latent}, 1.0, 2.0, schedule, 0.0)
         if variant == "dual_locked":
             guider.schedule = 2.0  # keep the lock on in both steps, so the warm second step is a locked one
+
+    return timed_sample(guider, model, latent, variant, torch.no_grad)
+
+
+def timed_sample(guider, model, latent, variant: str, grad_mode, steps: int = STEPS) -> dict:
+    """Sample ``steps`` LCM steps with ``guider`` under ``grad_mode()``: wall and CPU seconds per model call, peak memory."""
+    import torch
+    import comfy.samplers
 
     times, cpu_times = [], []
     predict = guider.predict_noise
@@ -87,7 +102,7 @@ def measure(variant: str) -> dict:
         return out
 
     guider.predict_noise = timed
-    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "sgm_uniform", STEPS)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "sgm_uniform", steps)
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
     cuda = torch.cuda.is_available()
     if cuda:
@@ -96,7 +111,7 @@ def measure(variant: str) -> dict:
         before = torch.cuda.memory_allocated()
     else:
         before = reset_peak_rss()
-    with torch.no_grad():
+    with grad_mode():
         guider.sample(noise, latent, comfy.samplers.ksampler("lcm"), sigmas, disable_pbar=True, seed=1)
     peak = torch.cuda.max_memory_allocated() if cuda else process_memory("VmHWM")
     return {"variant": variant, "step_seconds": times, "cpu_seconds": cpu_times, "peak_bytes": peak - before, "before_bytes": before,

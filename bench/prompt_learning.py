@@ -19,64 +19,27 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 
-from dual_branch_step import EDITS, ROOT, process_memory, reset_peak_rss
+from dual_branch_step import sd15_edit, timed_sample
 
 STEPS = 1
 
 
 def measure(variant: str, iterations: int) -> dict:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import comfy_env
-
-    comfy_env.prepare_comfy()
-    comfy_env.register_pack()
+    clip, model, target, source, plan, negative, latent = sd15_edit()
     import torch
-    import comfy.samplers
-    import random_models
     from leakfree_edit.nodes.dual_branch import DualBranchGuider
-    from leakfree_edit.nodes.encode import ObjectRestrictedEncode
     from leakfree_edit.nodes.prompt_learning import DynamicPromptLearning
     from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
     from leakfree_edit.tests._editing import object_masks
 
-    clip, model = random_models.clip("sd15"), random_models.unet("sd15", "full")
-    target, source, plan = ObjectRestrictedEncode.execute(clip, EDITS, "object")
-    cond, pooled = clip.encode_from_tokens(clip.tokenize(""), return_pooled=True)
-    negative = [[cond, {"pooled_output": pooled}]]
-    latent = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(0))
     masks = object_masks(512, 512)
     model, = RegionGuidedCrossAttention.execute(model, target, masks)
     if variant == "on":
         model, = DynamicPromptLearning.execute(model, clip, plan, nouns="wolf, moon", iterations=iterations, object_masks=masks,
                                                attend_beta=0.0, background_beta=0.0, disjoint_beta=0.0)
     guider, = DualBranchGuider.execute(model, source, target, negative, {"samples": latent}, 1.0, 2.0, "custom", 0.0)
-    times, cpu_times = [], []
-    predict = guider.predict_noise
-
-    def timed(*args, **kwargs):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        out = predict(*args, **kwargs)
-        times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - cpu_start)
-        return out
-
-    guider.predict_noise = timed
-    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "sgm_uniform", STEPS)
-    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-    else:
-        before = reset_peak_rss()
-    with torch.inference_mode():  # as ComfyUI runs a prompt
-        guider.sample(noise, latent, comfy.samplers.ksampler("lcm"), sigmas, disable_pbar=True, seed=1)
-    peak = torch.cuda.max_memory_allocated() if cuda else process_memory("VmHWM")
-    return {"variant": variant, "step_seconds": times, "cpu_seconds": cpu_times, "peak_bytes": peak - before, "before_bytes": before,
-            "device": "cuda" if cuda else "cpu"}
+    return timed_sample(guider, model, latent, variant, torch.inference_mode, STEPS)  # as ComfyUI runs a prompt
 
 
 def main():
