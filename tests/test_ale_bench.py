@@ -18,8 +18,6 @@ import ale_bench
 import metric_model_files
 from leakfree_edit.evaluation.bench import BenchEdit, read_edits
 
-pytestmark = pytest.mark.heavy  # CI runs it in its first pass only (.ci/run)
-
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "artificial_img03"
 TAKE = {(1, "color"): 3, (2, "object"): 4, (3, "material"): 3}  # ten edits, every object count

@@ -23,8 +23,6 @@ import model_files
 import workflow_slots
 from leakfree_edit.tests.comfy_server import ComfyServer
 
-pytestmark = pytest.mark.heavy  # CI runs it in its first pass only (.ci/run)
-
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "batch_edit.py"
 PAINTED = ROOT / "api_workflows" / "edit_painted_masks_sd15.json"
