@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ..masking.from_attention import downsampled_grids, object_maps
 from ..masking.ops import resize_masks
 from .dual_branch import SOURCE_COND
-from .region_attention import SigmaWindow, layer_size, split_heads
+from .region_attention import SigmaWindow, layer_size
 from .self_attention import LAYOUT_KEY
 
 MODES = ("model", "applied")
@@ -124,17 +124,16 @@ class SourceMapRecorder(MapRecording):
         super().__init__(spans, window, factors)
         self.tokens = tokens
 
-    def observe_call(self, q, k, extra_options) -> None:
+    def observe_call(self, query, keys, extra_options) -> None:
         slots = list(extra_options.get("cond_or_uncond", ()))
         if LAYOUT_KEY not in extra_options or SOURCE_COND not in slots:  # no source branch in this call
             return
         size = self.layer(extra_options)
         if size is None:
             return
-        chunk, heads = q.shape[0] // len(slots), extra_options["n_heads"]
+        chunk = query.shape[0] // len(slots)
         rows = slice(slots.index(SOURCE_COND) * chunk, (slots.index(SOURCE_COND) + 1) * chunk)
-        query, keys = (split_heads(t.detach().float(), heads) for t in (q[rows], k[rows, : self.tokens]))
-        self.add(object_maps(query, keys, self.spans), size)
+        self.add(object_maps(query[rows].detach().float(), keys[rows, :, : self.tokens].detach().float(), self.spans), size)
 
 
 def outside_share(maps: torch.Tensor, masks: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -129,13 +129,13 @@ def grid_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 class SourceAttentionRecorder(Recording):
-    """``ContextAttentionObserver``: while recording, keep softmax(q k^T / sqrt(d)) averaged over heads,
+    """``CrossAttentionCallObserver``: while recording, keep softmax(q k^T / sqrt(d)) averaged over heads,
     ``[B, h, w, T]``, of every cross-attention layer at the loss grid (``factor`` times below the latent)."""
 
     def __init__(self, factor: int):
         self.factor = factor
 
-    def observe_context(self, query, keys, extra_options) -> None:
+    def observe_call(self, query, keys, extra_options) -> None:
         if self.records is None:
             return
         height, width = layer_size(extra_options)

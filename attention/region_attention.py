@@ -72,23 +72,14 @@ class CrossAttentionObserver(Protocol):
 
 
 class CrossAttentionCallObserver(Protocol):
-    """A program term shown every cross-attention call of a patched block, all rows (e.g. the dual branch's source rows).
+    """A program term shown every cross-attention call of a patched block, all rows, before RGB-CAM changes anything
+    (e.g. the preview's recorder of the dual branch's source rows, Dynamic Prompt Learning's recorder).
 
-    Gets the PROJECTED query [B, HW, heads*d] and keys [B, K, heads*d] (the context's tokens first) and ``extra_options``.
+    Gets the per-head query [B, heads, HW, d], the keys of the layer's own context [B, heads, T, d] (the appended
+    ORE tokens left out) and ``extra_options``; returns nothing.
     """
 
-    def observe_call(self, q, k, extra_options: dict) -> None: ...
-
-
-class ContextAttentionObserver(Protocol):
-    """A program term shown every cross-attention call, all rows, before RGB-CAM changes anything
-    (e.g. Dynamic Prompt Learning's recorder of the source prompt's attention).
-
-    Gets the per-head query [B, heads, HW, d] and the keys of the layer's own context [B, heads, T, d]
-    (the appended ORE tokens left out) and ``extra_options``; returns nothing.
-    """
-
-    def observe_context(self, query, keys, extra_options: dict) -> None: ...
+    def observe_call(self, query, keys, extra_options: dict) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -126,8 +117,7 @@ class RegionAttentionProgram:
     cross: CrossAttentionRegions | None = None
     cross_biases: tuple = ()  # CrossAttentionBias terms, added to RGB-CAM's token bias
     cross_observers: tuple = ()  # CrossAttentionObserver terms, shown each RGB-CAM call's inputs
-    call_observers: tuple = ()  # CrossAttentionCallObserver terms, shown every cross-attention call's q and k
-    context_observers: tuple = ()  # ContextAttentionObserver terms, shown every cross-attention call's own query and keys
+    call_observers: tuple = ()  # CrossAttentionCallObserver terms, shown every cross-attention call's query and own keys
     self_biases: tuple = ()  # SelfAttentionBias terms (see self_attention.py)
     structure_lock: object = None  # the dual branch's StructureLock term (see self_attention.py), for one run
     cache: dict = field(default_factory=dict, repr=False, compare=False)
@@ -150,9 +140,6 @@ class RegionAttentionProgram:
 
     def with_call_observer(self, term) -> "RegionAttentionProgram":
         return replace(self, call_observers=self.call_observers + (term,), cache={})
-
-    def with_context_observer(self, term) -> "RegionAttentionProgram":
-        return replace(self, context_observers=self.context_observers + (term,), cache={})
 
     def with_structure_lock(self, term) -> "RegionAttentionProgram":
         return replace(self, structure_lock=term, cache={})
@@ -271,12 +258,10 @@ class RegionCrossAttention:
         stash = extra_options.pop(ROWS_KEY, None)
         heads = extra_options["n_heads"]
         plain = program.attention if program is not None else None
-        for observer in program.call_observers if program is not None else ():
-            observer.observe_call(q, k, extra_options)
-        if program is not None and program.context_observers:
-            own = k if stash is None else k[:, : stash[1]]
-            for observer in program.context_observers:
-                observer.observe_context(split_heads(q, heads), split_heads(own, heads), extra_options)
+        if program is not None and program.call_observers:
+            query, keys = split_heads(q, heads), split_heads(k if stash is None else k[:, : stash[1]], heads)
+            for observer in program.call_observers:
+                observer.observe_call(query, keys, extra_options)
         if stash is None:
             return self.previous(q, k, v, extra_options) if self.previous else plain(q, k, v, heads, extra_options)
         rows, context_tokens = stash

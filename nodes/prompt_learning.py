@@ -93,7 +93,7 @@ class DynamicPromptLearning(io.ComfyNode):
         patched = model.clone()
         program = program_with_regions(patched, NODE)
         recorder = SourceAttentionRecorder(settings.grid_factor)
-        install_region_program(patched, program.with_context_observer(recorder))
+        install_region_program(patched, program.with_call_observer(recorder))
         key = (model_identity(model), digest(source.reference, *source.initial), source.tokens, settings, digest(background),
                repr(program.self_biases))
         previous = patched.model_options.get("model_function_wrapper")
