@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..masking.from_attention import downsampled_grids, object_maps
+from ..masking.from_attention import attention_probabilities, downsampled_grids, object_maps
 from ..masking.ops import resize_masks
 from .dual_branch import SOURCE_COND
 from .region_attention import SigmaWindow, layer_size
@@ -100,7 +100,7 @@ class AttentionMapRecorder(MapRecording):
         query, keys = query.detach().float(), keys.detach().float()
         if self.mode == "model":
             return object_maps(query, keys[:, :, : self.tokens], self.spans)
-        probs = (query @ keys.transpose(-1, -2) * query.shape[-1] ** -0.5 + bias.float()).softmax(dim=-1).mean(dim=1)  # [R, HW, K]
+        probs = attention_probabilities(query, keys, bias.float()).mean(dim=1)  # [R, HW, K]
         maps = []
         for index, (start, end) in enumerate(self.spans):
             a = probs[..., start:end].sum(dim=-1)

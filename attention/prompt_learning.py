@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..masking.from_attention import downsampled_grid
+from ..masking.from_attention import attention_probabilities, downsampled_grid
 from .anchoring import Recording, fresh_program_cache, normal_tensors
 from .dual_branch import step_index
 from .region_attention import PROGRAM_KEY, layer_size, target_rows
@@ -142,7 +142,7 @@ class SourceAttentionRecorder(Recording):
         latent = extra_options["original_shape"]
         if (height, width) != downsampled_grid((int(latent[-2]), int(latent[-1])), self.factor):
             return
-        probs = (query @ keys.transpose(-1, -2) * query.shape[-1] ** -0.5).softmax(dim=-1).float().mean(dim=1)
+        probs = attention_probabilities(query, keys).float().mean(dim=1)
         self.records.append(probs.view(probs.shape[0], height, width, -1))
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .from_attention import AttentionCapture
+from .from_attention import AttentionCapture, attention_probabilities
 
 
 def kmeans_labels(points: torch.Tensor, clusters: int, seed: int = 1) -> torch.Tensor:
@@ -33,7 +33,7 @@ def self_attention_rows(capture: AttentionCapture, grid: tuple[int, int]) -> tor
     maps = []
     for h, w, query, key in capture.self:
         if (h, w) == tuple(grid):
-            probs = torch.stack([(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-1).float().mean(dim=0)
+            probs = torch.stack([attention_probabilities(q, k).float().mean(dim=0)
                                  for q, k in zip(query, key)])  # one row of the batch at a time: [R, HW, HW]
             maps.append(probs.mean(dim=0))
     if not maps:

@@ -44,10 +44,17 @@ def downsampled_grids(latent_hw: tuple[int, int], factors=(2, 4)) -> set[tuple[i
     return {downsampled_grid(latent_hw, factor) for factor in factors}
 
 
+def attention_probabilities(query: torch.Tensor, keys: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) ``[..., heads, Q, K]`` of per-head ``query`` [..., Q, d] and ``keys`` [..., K, d],
+    for the recorders that need the probabilities themselves (the attention calls never build them)."""
+    logits = query @ keys.transpose(-1, -2) * query.shape[-1] ** -0.5
+    return (logits if bias is None else logits + bias).softmax(dim=-1)
+
+
 def object_maps(query: torch.Tensor, keys: torch.Tensor, spans) -> torch.Tensor:
     """a_i(p) ``[R, N, HW]``: the attention each pixel gives object i's tokens, sum over its span of the token
     softmax (per head, over the given keys), averaged over heads. ``query`` [R, heads, HW, d], ``keys`` [R, heads, T, d]."""
-    probs = (query @ keys.transpose(-1, -2) * query.shape[-1] ** -0.5).softmax(dim=-1).mean(dim=1)  # [R, HW, T]
+    probs = attention_probabilities(query, keys).mean(dim=1)  # [R, HW, T]
     return torch.stack([probs[..., start:end].sum(dim=-1) for start, end in spans], dim=1)
 
 
