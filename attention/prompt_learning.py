@@ -231,6 +231,7 @@ class PromptLearning:
                  background: torch.Tensor | None, lend, progress, error, key, node: str, previous=None):
         self.source, self.settings, self.recorder = source, settings, recorder
         self.background = background
+        self._background_grids: dict[tuple[int, int], torch.Tensor] = {}
         self.lend, self.progress, self.error = lend, progress, error
         self.key, self.node, self.previous = key, node, previous
         self.run: _Run | None = None
@@ -334,12 +335,18 @@ class PromptLearning:
                     "this model has no such level (choose another attention_grid) or a node after Region-Guided "
                     "Cross-Attention replaced the pack's attention patch (put Dynamic Prompt Learning last before the guider).")
             attention = torch.stack(records).mean(dim=0)  # [R, h, w, T]: over the loss layers (and their heads)
-        background = None
-        if self.background is not None:
-            background = grid_mask(self.background.to(attention.device), *attention.shape[1:3])
+        background = self._background_at(*attention.shape[1:3], attention.device)
         rows = [dpl_losses(a, self.source.tokens, None if background is None else background[r % background.shape[0]], self.settings)
                 for r, a in enumerate(attention)]
         return torch.stack(rows).mean(dim=0)
+
+    def _background_at(self, height: int, width: int, device) -> torch.Tensor | None:
+        """The background mask at the loss grid, made once per grid size (every pass of every step reads it)."""
+        if self.background is None:
+            return None
+        if (height, width) not in self._background_grids:
+            self._background_grids[height, width] = grid_mask(self.background, height, width)
+        return self._background_grids[height, width].to(device)
 
 
 def source_call(args: dict, rows) -> tuple[torch.Tensor, torch.Tensor, dict]:
