@@ -1,0 +1,14 @@
+"""Example workflows: each UI graph is the drag-and-drop twin of its API graph, ComfyUI's own validation accepts every
+API graph of the repo and of the previous release (0.1.0), and the headless runner runs one."""
+
+
+from pipelines.comfyui import ROOT
+
+API_WORKFLOWS = sorted((ROOT / "api_workflows").glob("*.json"))
+
+
+def test_every_ui_workflow_has_an_api_twin_and_nothing_else_is_a_template():
+    ui = {p.stem for p in (ROOT / "example_workflows").glob("*.json")}
+    assert ui == {p.stem for p in API_WORKFLOWS}
+    for folder in ("example", "examples", "workflow", "workflows"):  # ComfyUI would list or serve these as templates too
+        assert not (ROOT / folder).exists(), f"{folder}/ would shadow or add to example_workflows/ in the template browser"
