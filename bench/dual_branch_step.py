@@ -57,6 +57,7 @@ def sd15_edit() -> tuple:
     comfy_env.prepare_comfy()
     comfy_env.register_pack()
     import torch
+
     from harness import random_models
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
 
@@ -69,8 +70,9 @@ def sd15_edit() -> tuple:
 
 def measure(variant: str) -> dict:
     clip, model, target, source, _, negative, latent = sd15_edit()
-    import torch
     import comfy.samplers
+    import torch
+
     from leakfree_edit.nodes.dual_branch import DualBranchGuider
 
     if variant == "plain":
@@ -88,8 +90,8 @@ def measure(variant: str) -> dict:
 
 def timed_sample(guider, model, latent, variant: str, grad_mode, steps: int = STEPS) -> dict:
     """Sample ``steps`` LCM steps with ``guider`` under ``grad_mode()``: wall and CPU seconds per model call, peak memory."""
-    import torch
     import comfy.samplers
+    import torch
 
     times, cpu_times = [], []
     predict = guider.predict_noise

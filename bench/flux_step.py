@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from harness import comfy_env
+
 from .rebalance_step import peak_rss_gib
 
 EDITS = "wolf -> brown-colored goat\nmoon -> moon made of gold"
@@ -45,6 +46,7 @@ def setup():
 def build(size: int, double: int, single: int):
     """(variants {name: (model, noise mask)}, target conditioning, source latent)."""
     import torch
+
     from harness import random_models
     from leakfree_edit.nodes.background_blend import LatentBackgroundBlend
     from leakfree_edit.nodes.encode_flux import ObjectRestrictedEncodeFlux
@@ -66,8 +68,8 @@ def build(size: int, double: int, single: int):
 
 def step_seconds(model, noise_mask, target, latent) -> tuple[float, float]:
     """(wall-clock seconds, CPU seconds of this process) of one sampling step."""
-    import torch
     import comfy.sample
+    import torch
 
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
     wall, cpu = time.perf_counter(), time.process_time()
@@ -125,8 +127,9 @@ def attention_kernel(size: int, repeats: int = 5) -> tuple[float, float]:
 
 def image_attention_leak(steps: int = 4) -> dict:
     """{mode: (wolf region, background) change / moon region change} when the moon's prompt changes, tiny Flux."""
-    import torch
     import comfy.sample
+    import torch
+
     from harness import random_models
     from leakfree_edit.masking.token_grid import token_regions
     from leakfree_edit.nodes.encode_flux import ObjectRestrictedEncodeFlux

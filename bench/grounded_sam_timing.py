@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
 from pipelines.comfyui import ROOT
 
 OBJECTS = ["tree", "couch", "floor"]
@@ -53,8 +54,8 @@ def main():
     from segment_anything import sam_model_registry
     from transformers import BertConfig
 
-    from leakfree_edit.masking import grounded_sam as gs
     from harness.gsam_models import shipped_vocab_dir
+    from leakfree_edit.masking import grounded_sam as gs
 
     image = Image.open(args.image).convert("RGB").resize((1024, 1024), Image.BICUBIC)
     pixels = torch.from_numpy(np.asarray(image).astype(np.float32) / 255.0)

@@ -30,10 +30,11 @@ STEPS = 1
 def measure(variant: str, iterations: int) -> dict:
     clip, model, target, source, plan, negative, latent = sd15_edit()
     import torch
+
+    from harness.editing import object_masks
     from leakfree_edit.nodes.dual_branch import DualBranchGuider
     from leakfree_edit.nodes.prompt_learning import DynamicPromptLearning
     from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
-    from harness.editing import object_masks
 
     masks = object_masks(512, 512)
     model, = RegionGuidedCrossAttention.execute(model, target, masks)

@@ -41,8 +41,9 @@ def two_masks(size: int):
 
 
 def sd15_steps(size: int, rounds: int, anchoring: bool) -> dict:
-    import torch
     import comfy.sample
+    import torch
+
     from harness import random_models
     from leakfree_edit.nodes.anchoring import RegionAnchoring
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
@@ -81,8 +82,9 @@ def sd15_steps(size: int, rounds: int, anchoring: bool) -> dict:
 
 def sd15_anchored_memory(size: int) -> dict:
     """Peak resident memory of one plain RGB-CAM step, then of one anchored step (1 iteration), SD1.5 shape."""
-    import torch
     import comfy.sample
+    import torch
+
     from harness import random_models
     from leakfree_edit.nodes.anchoring import RegionAnchoring
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
@@ -106,6 +108,7 @@ def sdxl_layer(binding: bool, repeats: int = 3) -> dict:
     """One SDXL 1024 px self-attention layer (4096 tokens, 640 channels, 10 heads), batch 2 (cond + uncond)."""
     import torch
     import torch.nn.functional as F
+
     from leakfree_edit.attention.rebalance import RegionBinding
     from leakfree_edit.attention.region_attention import RegionAttentionProgram
     from leakfree_edit.attention.self_attention import RegionSelfAttention
@@ -139,8 +142,9 @@ def sdxl_layer(binding: bool, repeats: int = 3) -> dict:
 
 def sdxl_unet(size: int, binding: bool = True) -> dict:
     """One whole SDXL-shape UNet forward at ``size`` px with RGB-CAM (+ binding), batch 2."""
-    import torch
     import comfy.sample
+    import torch
+
     from harness import random_models
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
     from leakfree_edit.nodes.rebalance import SourceDominanceRebalance

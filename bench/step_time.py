@@ -27,8 +27,9 @@ def main(argv=None) -> int:
     comfy_env.prepare_comfy()
     comfy_env.register_pack()
 
-    import torch
     import comfy.sample
+    import torch
+
     from harness import random_models
     from leakfree_edit.nodes.background_blend import LatentBackgroundBlend
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode

@@ -32,7 +32,6 @@ def prepare_comfy(base_directory: str | None = None) -> Path:
     if str(comfy_root) not in sys.path:
         sys.path.insert(0, str(comfy_root))
     import torch
-
     from comfy.cli_args import args
 
     if base_directory is not None and "folder_paths" not in sys.modules:

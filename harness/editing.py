@@ -1,4 +1,6 @@
-"""Test material shared by the sampling tests: the example edit, prompt encoding, object masks, the sampler, a model-call recorder."""
+"""Test material shared by the tests: the example edit, prompt encoding, object masks, the sampler, a model-call recorder,
+and the Leakage Metrics case."""
+import numpy as np
 import torch
 
 EDITS = "wolf -> brown-colored goat\nmoon -> moon made of gold"
@@ -57,3 +59,19 @@ def sample(model, positive, negative, latent, cfg, steps=2, noise_mask=None, see
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
     return comfy.sample.sample(model, noise, steps, cfg, "euler", "normal", positive, negative, latent,
                                denoise=1.0, noise_mask=noise_mask, seed=seed, disable_pbar=True)
+
+
+LEAKAGE_SIZE = 96
+LEAKAGE_EDITS = [("wolf", "brown-colored goat"), ("moon", "moon made of gold"), ("mountain", "crimson-colored mountain")]
+
+
+def leakage_case():
+    """A source, an edited image and three soft, overlapping 8-bit masks (as ALE-Bench's grey PNGs are), for LEAKAGE_EDITS."""
+    rng = np.random.default_rng(7)
+    source = rng.integers(0, 256, (LEAKAGE_SIZE, LEAKAGE_SIZE, 3), dtype=np.uint8)
+    edited = np.clip(source.astype(int) + rng.integers(-60, 60, source.shape), 0, 255).astype(np.uint8)
+    masks = [np.zeros((LEAKAGE_SIZE, LEAKAGE_SIZE), np.uint8) for _ in LEAKAGE_EDITS]
+    masks[0][10:50, 10:40] = 255
+    masks[1][30:70, 30:90] = 128  # soft, and overlapping the first
+    masks[2][60:90, 5:60] = 37
+    return source, edited, masks

@@ -91,3 +91,65 @@ def comfy_server(comfyui, server_base):
     server = ComfyServer(comfyui, server_base, ROOT).wait_ready()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def metric_model_folder(tmp_path_factory) -> Path:
+    """Random-weight metric models (CLIP, DINO, SqueezeNet) in their release formats."""
+    from .metric_model_files import write_metric_models
+
+    return write_metric_models(tmp_path_factory.mktemp("leakage_metrics"))
+
+
+@pytest.fixture(scope="session")
+def leakage_case():
+    from .editing import leakage_case
+
+    return leakage_case()
+
+
+@pytest.fixture(scope="session")
+def bert_tokenizer():
+    """bert-base-uncased's tokenizer from the vocabulary shipped in an installed package."""
+    from leakfree_edit.masking.bert import load_bert_tokenizer
+
+    from .gsam_models import shipped_vocab_dir
+
+    return load_bert_tokenizer(shipped_vocab_dir())
+
+
+@pytest.fixture(scope="session")
+def small_detector(bert_tokenizer):
+    """groundingdino-py's model at a small width (random weights) behind the pack's detector."""
+    import torch
+
+    from leakfree_edit.masking.grounding_dino import GroundingDinoDetector
+
+    from .gsam_models import small_grounding_dino
+
+    torch.manual_seed(0)
+    return GroundingDinoDetector(small_grounding_dino(bert_tokenizer), bert_tokenizer, short_side=224)
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter():
+    """segment-anything's SAM at a tiny width (random weights) behind the pack's segmenter."""
+    import torch
+
+    from leakfree_edit.masking.sam import SamSegmenter
+
+    from .gsam_models import tiny_sam
+
+    torch.manual_seed(0)
+    return SamSegmenter(tiny_sam())
+
+
+@pytest.fixture(scope="session")
+def photo(example_inputs):
+    """A real ALE-Bench photo, 160 x 240 (not square), [H, W, 3] in [0, 1]."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    image = Image.open(example_inputs / "artificial_img01.jpg").convert("RGB").resize((240, 160))
+    return torch.from_numpy(np.asarray(image).astype(np.float32) / 255.0)

@@ -96,8 +96,7 @@ def save_tiny_transformers_sam(folder: Path) -> None:
 
 def save_tiny_transformers_grounding_dino(folder: Path) -> None:
     """A small ``GroundingDinoForObjectDetection`` + processor (shipped WordPiece vocabulary) saved as a folder."""
-    from transformers import (BertTokenizerFast, GroundingDinoConfig, GroundingDinoForObjectDetection,
-                              GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
+    from transformers import BertTokenizerFast, GroundingDinoConfig, GroundingDinoForObjectDetection, GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig
 
     config = GroundingDinoConfig(
         backbone_config=SwinConfig(embed_dim=32, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], out_features=["stage2", "stage3", "stage4"]),

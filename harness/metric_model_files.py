@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import comfy_env
 from pipelines.comfyui import find_comfyui
+
+from . import comfy_env
 
 TINY_CLIP = dict(
     text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77),

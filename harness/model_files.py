@@ -89,6 +89,7 @@ def write_checkpoint(out: Path) -> None:
     import comfy.sd
     import comfy.sd1_clip
     import comfy.supported_models_base
+
     from . import random_models
 
     model = random_models.unet("sd15", "full", seed=0)
@@ -110,6 +111,7 @@ def sd15_unet_on_meta():
     """ComfyUI's SD1.5 model (the same config as random_models.unet) with shape-only weights: no memory, no time."""
     torch = _comfy()
     import comfy.supported_models
+
     from . import random_models
 
     config = dict(use_checkpoint=False, image_size=32, in_channels=4, out_channels=4, use_spatial_transformer=True,
@@ -205,8 +207,9 @@ def write_sam(out: Path) -> None:
 def write_flux(out: Path) -> None:
     """The diffusion model alone, keyed as Black Forest Labs' flux1-dev.safetensors (ComfyUI's module names), bf16."""
     torch = _comfy()
-    from . import random_models
     from safetensors.torch import save_file
+
+    from . import random_models
 
     model = random_models.flux("reduced", seed=6).model.diffusion_model
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}, str(out))
@@ -217,6 +220,7 @@ def _flux_text_encoder(name: str):
     _comfy()
     import comfy.sd1_clip
     import comfy.text_encoders.sd3_clip
+
     from . import random_models
 
     options = random_models.flux_text_options("reduced")
@@ -234,9 +238,10 @@ def write_flux_text_encoder(name: str, out: Path) -> None:
 def write_flux_vae(out: Path) -> None:
     """The Flux autoencoder as ComfyUI builds it from ae.safetensors (comfy/sd.py: AutoencodingEngine, z_channels 16)."""
     torch = _comfy()
-    from . import random_models
     from comfy.ldm.models.autoencoder import AutoencodingEngine
     from safetensors.torch import save_file
+
+    from . import random_models
 
     ddconfig = {"double_z": True, "z_channels": 16, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
                 "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}

@@ -4,8 +4,6 @@ one that ships inside the ComfyUI package.
 """
 from __future__ import annotations
 
-import torch
-
 import comfy.model_patcher
 import comfy.sd
 import comfy.sd1_clip
@@ -14,6 +12,7 @@ import comfy.supported_models
 import comfy.supported_models_base
 import comfy.taesd.taesd
 import comfy.text_encoders.flux
+import torch
 
 SD15_FULL = dict(  # the real SD1.5 UNet shape
     model_channels=320, channel_mult=[1, 2, 4, 4], num_res_blocks=[2, 2, 2, 2],

@@ -17,6 +17,7 @@ from pipelines.comfyui import ROOT
 from pipelines.slots import WorkflowError, find_slots
 
 from . import comfy_env
+
 IMAGE_INPUTS = {("LoadImage", "image"), ("LoadImageMask", "image")}
 SIZE_INPUTS = {"ImageScale": ("width", "height"), "EmptyLatentImage": ("width", "height")}
 

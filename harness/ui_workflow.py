@@ -11,7 +11,6 @@ from pathlib import Path
 
 from pipelines.comfyui import ROOT
 
-
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_INPUTS = {"seed", "noise_seed"}  # the frontend adds a 'control after generate' widget after these
 COLUMN_WIDTH, ROW_HEIGHT = 400, 40

@@ -31,10 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from .jobs import Job, ManifestError, check_defaults, make_job, read_manifest
-from .slots import MASK_INPUTS, WorkflowError, describe, find_slots, load_workflow
 from .comfyui import PACK_FOLDER, ROOT, LocalComfyUI, comfyui_version, find_comfyui, installed_in_comfyui
 from .dispatch import Dispatcher, Prepared, ResultsLog, upload_name
+from .jobs import Job, ManifestError, check_defaults, make_job, read_manifest
+from .slots import MASK_INPUTS, WorkflowError, describe, find_slots, load_workflow
 
 WORKFLOWS = ROOT / "api_workflows"
 PAINTED_WORKFLOW = WORKFLOWS / "edit_painted_masks_sd15.json"

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import aiohttp
 
-
 END_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
 
 

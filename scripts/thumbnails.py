@@ -21,8 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness.browser import (HIDE_CHROME, PICTURE_SETTINGS, THUMBNAIL, canvas_png, fit_graph, graph_bounds, launch,
-                             load_workflow, open_frontend, readme_png, resize_canvas, thumbnail, wait_for_images)
+from harness.browser import HIDE_CHROME, PICTURE_SETTINGS, THUMBNAIL, canvas_png, fit_graph, graph_bounds, launch, load_workflow, open_frontend, readme_png, resize_canvas, thumbnail, wait_for_images
 from harness.server import ComfyServer
 from pipelines.comfyui import ROOT, find_comfyui
 

@@ -1,5 +1,5 @@
-"""ALE-Edit's official rules, each pinned on exact inputs (ml-postech/ALE: sam_utils.py, rgb_cam.py,
-attention_control.py, ore.py, pipeline_ead.py), and the pack's own variants beside them."""
+"""ALE-Edit's official rules that need ComfyUI: the simple scheduler gives LCM's 15 of 50 timesteps (the other rules
+are pinned in tests/unit/test_ale_rules.py)."""
 import numpy as np
 
 

@@ -2,12 +2,12 @@
 import pytest
 import torch
 
+from harness.editing import EDITS, encode, object_masks
 from leakfree_edit.attention.anchoring import anchoring_loss
-from leakfree_edit.nodes.anchoring import RegionAnchoring
 from leakfree_edit.integration.errors import NodeInputError
+from leakfree_edit.nodes.anchoring import RegionAnchoring
 from leakfree_edit.nodes.encode import ObjectRestrictedEncode
 from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
-from harness.editing import EDITS, encode, object_masks
 
 LATENT = (1, 4, 12, 16)
 

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from leakfree_edit.attention.plan import EditPlan, ObjectEdit
-from leakfree_edit.masking.from_attention import dilate_disjoint, disjoint_regions, downsampled_grids, otsu_threshold
-from leakfree_edit.nodes.attention_masks import MasksFromAttention
 from leakfree_edit.integration.errors import NodeInputError
+from leakfree_edit.masking.disjoint import dilate_disjoint, disjoint_regions, otsu_threshold
+from leakfree_edit.masking.ops import downsampled_grids
+from leakfree_edit.nodes.attention_masks import MasksFromAttention
 
 LATENT_HW = (16, 24)
 PLAN = EditPlan((ObjectEdit("wolf", "brown-colored goat"), ObjectEdit("moon", "moon made of gold")))

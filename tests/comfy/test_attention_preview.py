@@ -3,12 +3,12 @@ come from the sampler's own pass through the region attention program, and a pla
 import pytest
 import torch
 
-from leakfree_edit.attention.attention_maps import AttentionMapRecorder, outside_share
+from harness.editing import EDITS, encode, object_masks
+from leakfree_edit.attention.attention_maps import TargetMapRecorder, outside_share
 from leakfree_edit.attention.region_attention import SigmaWindow, region_bias
-from leakfree_edit.nodes.attention_preview import AttentionMapPreview, AttentionMapRecorder as RecorderNode
+from leakfree_edit.nodes.attention_preview import AttentionMapPreview, AttentionMapRecorder
 from leakfree_edit.nodes.encode import ObjectRestrictedEncode
 from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
-from harness.editing import EDITS, encode, object_masks
 
 LATENT = (1, 4, 12, 16)
 TOKENS, HEADS, DIM, H, W = 8, 2, 4, 6, 8
@@ -24,7 +24,7 @@ def synthetic_call(seed=0):
 
 
 def record(spans, mode="model", query=None, keys=None, masks=None, options=None, bias=None):
-    recorder = AttentionMapRecorder(spans, TOKENS, strict=False, window=SigmaWindow(), mode=mode)
+    recorder = TargetMapRecorder(spans, TOKENS, strict=False, window=SigmaWindow(), mode=mode)
     recorder.observe(query, keys, bias, masks[None], options)
     return recorder.averaged()
 
@@ -80,7 +80,7 @@ def sample(model, positive, negative, steps=3):
 def preview(models, edit, region_masks, maps, steps=3, runs=1):
     target, negative, plan = edit
     model, = RegionGuidedCrossAttention.execute(models.unet(), target, region_masks)
-    model, recording = RecorderNode.execute(model, maps=maps)
+    model, recording = AttentionMapRecorder.execute(model, maps=maps)
     for _ in range(runs):
         sample(model, target, negative, steps)
     image = torch.rand(1, 96, 128, 3)
@@ -107,14 +107,14 @@ def test_a_planted_leak_through_the_program_shows_in_the_numbers(models, edit):
 
 
 def test_the_dual_branch_source_rows_give_the_source_objects_maps(models, edit):
-    from leakfree_edit.nodes.dual_branch import DualBranchGuider
-
     import comfy.samplers
+
+    from leakfree_edit.nodes.dual_branch import DualBranchGuider
 
     target, negative, plan = edit
     clip = models.clip()
     model, = RegionGuidedCrossAttention.execute(models.unet(), target, object_masks())
-    model, recording = RecorderNode.execute(model, maps="model", clip=clip, edit_plan=plan)
+    model, recording = AttentionMapRecorder.execute(model, maps="model", clip=clip, edit_plan=plan)
     source_prompt = encode(clip, plan.source_prompt)
     latent = torch.randn(LATENT, generator=torch.Generator().manual_seed(3))
     guider, = DualBranchGuider.execute(model, source_prompt, target, negative, {"samples": latent}, source_cfg=1.0, target_cfg=2.0,

@@ -1,14 +1,17 @@
-"""Dual-Branch Edit Guider: DDCM math on tensors, then ComfyUI's real sampler on random-weight UNets."""
+"""Dual-Branch Edit Guider through ComfyUI's real sampler on random-weight UNets (its math on tensors in tests/unit/)."""
 import pytest
 import torch
 
 import leakfree_edit.attention.region_attention as region_attention
 import leakfree_edit.attention.self_attention as self_attention
+from harness.editing import EDITS, encode, object_masks
 from leakfree_edit.attention.dual_branch import (
-    SOURCE_COND, SOURCE_UNCOND, TARGET_COND, TARGET_UNCOND,
+    SOURCE_COND,
+    SOURCE_UNCOND,
+    TARGET_COND,
+    TARGET_UNCOND,
 )
 from leakfree_edit.masking.ops import latent_mask
-from harness.editing import EDITS, encode, object_masks
 
 HEIGHT, WIDTH = 12, 16
 
@@ -43,9 +46,6 @@ def prompts(models):
     clip = models.clip()
     target, source, plan = ObjectRestrictedEncode.execute(clip, EDITS, "object")
     return {"target": target, "source": source, "plan": plan, "negative": encode(clip, ""), "plain": encode(clip, "a goat")}
-
-
-# --- the equations on tensors -------------------------------------------------------------
 
 
 # --- through ComfyUI's sampler ------------------------------------------------------------
@@ -129,6 +129,7 @@ def test_ale_defaults_run_ale_edits_loop_pure_noise_start_and_blocky_background(
     pipeline_ead.py's loop: both branches from the same pure noise, x_t blended after every step but the first with the
     union of nearest resizes at 1, 1/2, 1/4, 1/8, the result the last step's x0_hat (its background not the source's)."""
     import comfy.samplers
+
     from leakfree_edit.masking.ops import multiscale_foreground
 
     model, latent, seed, masks = models.unet(), source_latent(), 7, object_masks()
@@ -247,6 +248,7 @@ def test_region_attention_acts_on_target_rows_only(models, prompts, monkeypatch)
 
 def test_bad_inputs_get_clear_errors(models, prompts):
     import comfy.model_sampling
+
     from leakfree_edit.integration.errors import NodeInputError
     from leakfree_edit.integration.guider import BranchBatch
 

@@ -4,8 +4,8 @@ ComfyUI's real sampler: isolation bit for bit, the rows it must not touch, backg
 import pytest
 import torch
 
-from leakfree_edit.masking.token_grid import token_regions
 from harness.editing import EDITS, by_row_kind, object_masks, record_model_calls, sample
+from leakfree_edit.masking.token_grid import token_regions
 
 LATENT = (1, 16, 15, 17)  # odd: Flux pads to the 2x2 patch, 8x9 image tokens
 MASKS = object_masks(8 * LATENT[2], 8 * LATENT[3])
@@ -108,8 +108,8 @@ def test_image_attention_all_lets_an_object_reach_another_region(models, runs):
 def test_unconditional_and_other_rows_equal_the_unpatched_model(models):
     """CFG 3 with another prompt batched beside the target: its rows and the negative's are bit-identical to the
     unpatched model's; the target's rows are not."""
-    from leakfree_edit.nodes.joint_attention import RegionGuidedJointAttention
     from harness.editing import encode
+    from leakfree_edit.nodes.joint_attention import RegionGuidedJointAttention
 
     clip = models.flux_clip()
     target, _, _ = encode_flux(models, EDITS)

@@ -5,8 +5,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from harness import metric_model_files
-from harness import runner
+from harness import metric_model_files, runner
 from pipelines.comfyui import ROOT
 
 SIZE = 64

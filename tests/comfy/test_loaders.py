@@ -7,10 +7,11 @@ import socket
 import pytest
 import torch
 
-from harness.gsam_models import (CallCounter, save_tiny_transformers_grounding_dino, save_tiny_transformers_sam,
-                                              shipped_vocab_dir, small_grounding_dino, tiny_sam)
+from harness.gsam_models import CallCounter, save_tiny_transformers_grounding_dino, save_tiny_transformers_sam, shipped_vocab_dir, small_grounding_dino, tiny_sam
 from leakfree_edit.attention.plan import EditPlan, ObjectEdit
-from leakfree_edit.masking import bert, grounded_sam as gs, grounding_dino as gd, sam
+from leakfree_edit.masking import bert, sam
+from leakfree_edit.masking import grounded_sam as gs
+from leakfree_edit.masking import grounding_dino as gd
 
 
 @pytest.fixture(scope="module")

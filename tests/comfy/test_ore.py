@@ -76,8 +76,8 @@ def test_one_batched_text_encoder_call(models, monkeypatch):
 
 
 def test_too_long_prompt_is_a_clear_error(models):
-    from leakfree_edit.integration.errors import NodeInputError
     from leakfree_edit.integration.encoding import encode_plan
+    from leakfree_edit.integration.errors import NodeInputError
     from leakfree_edit.nodes.encode import NODE
 
     long_target = " ".join(["gold"] * 40)

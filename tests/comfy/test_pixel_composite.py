@@ -1,5 +1,5 @@
 """Pixel Background Composite: the source bit for bit outside the feathered mask, the edit bit for bit inside it,
-a linear edge of the given width, any size (mask and decoded image resized to the source), batches."""
+any size (mask and decoded image resized to the source), batches."""
 import pytest
 import torch
 

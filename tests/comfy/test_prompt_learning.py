@@ -1,14 +1,14 @@
-"""Dynamic Prompt Learning: DPL's losses on tensors, then its inner loop through ComfyUI's sampler and the
-Dual-Branch Edit Guider on a random-weight UNet (the test UNet has levels 1x and 2x: the losses read 1/2)."""
+"""Dynamic Prompt Learning's inner loop through ComfyUI's sampler and the Dual-Branch Edit Guider on a random-weight
+UNet (the test UNet has levels 1x and 2x: the losses read 1/2)."""
 import math
 import re
 
 import pytest
 import torch
 
+from harness.editing import EDITS, encode, object_masks
 from leakfree_edit.attention import prompt_learning
 from leakfree_edit.integration.errors import NodeInputError
-from harness.editing import EDITS, encode, object_masks
 
 HEIGHT, WIDTH = 12, 16  # a 96 x 128 px image
 NODE = "Dynamic Prompt Learning (LeakFree)"
@@ -46,6 +46,7 @@ def learning(unet, prompts, **settings):
 def edit(model, prompts, steps=2, seed=0):
     """The edit_dpl_sd15 graph's sampling: the dual-branch guider (LCM) on ``model``, under ComfyUI's inference mode."""
     import comfy.samplers
+
     from leakfree_edit.nodes.dual_branch import DualBranchGuider
 
     latent = source_latent()
@@ -75,9 +76,6 @@ def assert_unchanged(before: dict, after: dict) -> None:
             assert torch.equal(value, after[part][name]), f"{part}.{name} changed"
     assert before["patches"] == after["patches"] and before["clip_patches"] == after["clip_patches"]
     assert before["options"] == after["options"] and before["grad"] == after["grad"]
-
-
-# --- the losses on tensors ----------------------------------------------------------------
 
 
 # --- through ComfyUI's sampler --------------------------------------------------------------

@@ -1,18 +1,18 @@
 """Source-Dominance Rebalance on ComfyUI's UNet classes (random weights) and on plain tensors."""
+import comfy.ldm.modules.attention as comfy_attention
 import pytest
 import torch
 import torch.nn.functional as F
 
-import comfy.ldm.modules.attention as comfy_attention
+from harness.editing import EDITS, object_masks
 from leakfree_edit.attention.rebalance import RegionBinding, TokenRebalance
 from leakfree_edit.attention.region_attention import RegionAttentionProgram
-from leakfree_edit.masking.ops import region_weights, resize_masks
 from leakfree_edit.integration.errors import NodeInputError
 from leakfree_edit.integration.patching import install_region_program, region_program
+from leakfree_edit.masking.ops import region_weights, resize_masks
 from leakfree_edit.nodes.encode import ObjectRestrictedEncode
 from leakfree_edit.nodes.rebalance import SourceDominanceRebalance
 from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
-from harness.editing import EDITS, object_masks
 
 LATENT = (1, 4, 12, 16)
 

@@ -3,6 +3,7 @@ root registering through ``comfy_entrypoint`` only. The import graph is checked 
 import importlib
 
 from comfy_api.latest import io
+
 from pipelines.comfyui import ROOT
 
 

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 import leakfree_edit.attention.region_attention as region_attention
+from harness.editing import EDITS, by_row_kind, encode, object_masks, record_model_calls, sample
 from leakfree_edit.masking.ops import latent_mask
 from pipelines.comfyui import ROOT
-from harness.editing import EDITS, by_row_kind, encode, object_masks, record_model_calls, sample
-
 
 CASES = [  # kind, latent (batch, h, w), cfg
     pytest.param("sd15", (2, 75, 43), 3.0, id="sd15-odd-75x43-batch2"),
@@ -88,9 +87,9 @@ PLAIN_RUN = textwrap.dedent("""
 
 
 def test_an_edit_leaves_nothing_behind(models, tmp_path):
+    from leakfree_edit.nodes.background_blend import LatentBackgroundBlend
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
     from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
-    from leakfree_edit.nodes.background_blend import LatentBackgroundBlend
 
     clip, model = models.clip(), models.unet()
     latent = torch.randn(1, 4, 12, 16, generator=torch.Generator().manual_seed(5))
@@ -155,8 +154,8 @@ def test_region_content_is_isolated_in_the_unet(models, monkeypatch, kind, shape
     strict: object 0's whole text changes (another length too), region 1 is still bit-identical."""
     from dataclasses import replace
 
-    from leakfree_edit.masking.ops import region_weights, resize_masks
     from leakfree_edit.integration.checks import ore_payload
+    from leakfree_edit.masking.ops import region_weights, resize_masks
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
     from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from harness import comfy_env
-from harness import ui_workflow
+from harness import comfy_env, ui_workflow
 from pipelines.comfyui import ROOT
 
 API_WORKFLOWS = sorted((ROOT / "api_workflows").glob("*.json"))

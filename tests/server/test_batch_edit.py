@@ -13,10 +13,10 @@ import pytest
 import requests
 from PIL import Image
 
-from pipelines.cli import batch_subfolder
 from harness import model_files
-from harness.server import ComfyServer
 from harness.batches import ale_layout, run_batch
+from harness.server import ComfyServer
+from pipelines.cli import batch_subfolder
 from pipelines.comfyui import ROOT
 
 PAINTED = ROOT / "api_workflows" / "edit_painted_masks_sd15.json"

@@ -12,8 +12,7 @@ from PIL import Image
 
 from harness import runner
 from harness.server import ComfyServer, execution_error
-from pipelines.comfyui import PACK_FOLDER
-from pipelines.comfyui import ROOT
+from pipelines.comfyui import PACK_FOLDER, ROOT
 
 API_WORKFLOWS = sorted((ROOT / "api_workflows").glob("*.json"))
 SIZE, STEPS = 128, 2

@@ -1,12 +1,10 @@
-"""The ALE-Bench runner end to end on the CPU: ten edits of the shared ALE-Bench half (one image, trimmed to ten
-prompts, downscaled) through the painted-masks workflow on ComfyUI's executor with a random-weight SD1.5
-checkpoint, scored with random-weight metric models in their real formats; the numbers are meaningless, the path is real."""
+"""The ALE-Bench runner's filling of a workflow for each edit (image, masks, edit list, schedule), without running it.
+The end-to-end run is tests/comfy/test_ale_bench.py."""
 import json
 
-
-from scripts import ale_bench
 from leakfree_edit.evaluation.bench import BenchEdit
 from pipelines.comfyui import ROOT
+from scripts import ale_bench
 
 IMAGE = "artificial_img03"
 

@@ -1,11 +1,18 @@
 """ALE-Edit's official rules, each pinned on exact inputs (ml-postech/ALE: sam_utils.py, rgb_cam.py,
-attention_control.py, ore.py, pipeline_ead.py), and the pack's own variants beside them."""
+attention_control.py, ore.py, pipeline_ead.py), and the pack's own variants beside them: the rules that need no
+ComfyUI (dilation, layer masks, the blend mask, overlaps, the workflow's settings). The schedule is in tests/comfy/."""
 import numpy as np
 import pytest
 import torch
 
 from leakfree_edit.masking.ops import (
-    dilate, dilation_radius, multiscale_foreground, own_fraction, region_weights, resize_masks, resolve_overlaps,
+    dilate,
+    dilation_radius,
+    multiscale_foreground,
+    own_fraction,
+    region_weights,
+    resize_masks,
+    resolve_overlaps,
 )
 from pipelines.comfyui import ROOT
 

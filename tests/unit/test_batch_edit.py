@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.jobs import read_manifest
-from pipelines.slots import WorkflowError, find_slots
 from harness.batches import ale_layout, run_batch
 from pipelines.comfyui import ROOT
+from pipelines.jobs import read_manifest
+from pipelines.slots import WorkflowError, find_slots
 
 PAINTED = ROOT / "api_workflows" / "edit_painted_masks_sd15.json"
 

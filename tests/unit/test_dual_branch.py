@@ -1,12 +1,20 @@
-"""Dual-Branch Edit Guider: DDCM math on tensors, then ComfyUI's real sampler on random-weight UNets."""
+"""Dual-Branch Edit Guider: the DDCM math, its schedules and the row layout on tensors (ComfyUI's sampler in tests/comfy/)."""
 import torch
 
 import leakfree_edit.attention.self_attention as self_attention
 from leakfree_edit.attention.dual_branch import (
-    SOURCE_COND, SOURCE_UNCOND, TARGET_COND, TARGET_UNCOND, alpha_from_sigma, blend_background, branch_layout,
-    ddcm_target_x0, lock_active, source_branch_latent, virtual_inversion_x0,
+    SOURCE_COND,
+    SOURCE_UNCOND,
+    TARGET_COND,
+    TARGET_UNCOND,
+    alpha_from_sigma,
+    blend_background,
+    branch_layout,
+    ddcm_target_x0,
+    lock_active,
+    source_branch_latent,
+    virtual_inversion_x0,
 )
-
 
 # --- the equations on tensors -------------------------------------------------------------
 

@@ -1,7 +1,7 @@
-"""Bad input gets a clear error that names the node and the fix; resizable input is resized."""
+"""Error messages name the model family of an edit plan (the node errors are in tests/comfy/test_errors.py)."""
 
-from leakfree_edit.attention.plan import EditPlan, parse_edits
 from harness.editing import EDITS
+from leakfree_edit.attention.plan import EditPlan, parse_edits
 
 
 def test_plan_family_names():

@@ -1,6 +1,5 @@
-"""Region-guided joint attention on ComfyUI's own Flux classes (random weights, tiny width, 2 double + 2 single blocks)
-with Flux's CLIP object (T5-XXL and CLIP-L classes, thin, the tokenizer vocabularies that ship in ComfyUI), through
-ComfyUI's real sampler: isolation bit for bit, the rows it must not touch, background blending for rectified flow."""
+"""Region-guided joint attention's routing rules on plain tensors: who may attend to whom, and which tokens a region owns
+(on ComfyUI's Flux classes in tests/comfy/test_flux.py)."""
 import torch
 
 

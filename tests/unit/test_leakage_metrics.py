@@ -8,37 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness import metric_model_files
-from leakfree_edit.evaluation import ale_metrics, models as metric_models
+from harness.editing import LEAKAGE_EDITS, LEAKAGE_SIZE
+from leakfree_edit.evaluation import ale_metrics
+from leakfree_edit.evaluation import models as metric_models
 from leakfree_edit.evaluation.ale_metrics import AleMetrics, merged_mask
 
-SIZE = 96
-EDITS = [("wolf", "brown-colored goat"), ("moon", "moon made of gold"), ("mountain", "crimson-colored mountain")]
-
 
 @pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    return metric_model_files.write_metric_models(tmp_path_factory.mktemp("leakage_metrics"))
-
-
-@pytest.fixture(scope="module")
-def loaded(model_folder):
-    found = metric_models.load_metric_models(model_folder)
+def loaded(metric_model_folder):
+    found = metric_models.load_metric_models(metric_model_folder)
     assert not found.missing, found.missing
     return found
-
-
-@pytest.fixture(scope="module")
-def case():
-    """A source, an edited image and three soft, overlapping 8-bit masks (as ALE-Bench's grey PNGs are)."""
-    rng = np.random.default_rng(7)
-    source = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-    edited = np.clip(source.astype(int) + rng.integers(-60, 60, source.shape), 0, 255).astype(np.uint8)
-    masks = [np.zeros((SIZE, SIZE), np.uint8) for _ in EDITS]
-    masks[0][10:50, 10:40] = 255
-    masks[1][30:70, 30:90] = 128  # soft, and overlapping the first
-    masks[2][60:90, 5:60] = 37
-    return source, edited, masks
 
 
 def clip_by_definition(found, image: np.ndarray, text: str) -> float:
@@ -53,16 +33,16 @@ def clip_by_definition(found, image: np.ndarray, text: str) -> float:
     return max(100 * cosine, 0.0)
 
 
-def test_merged_mask_is_the_pixelwise_maximum_of_the_grey_masks(case):
-    _, _, masks = case
+def test_merged_mask_is_the_pixelwise_maximum_of_the_grey_masks(leakage_case):
+    _, _, masks = leakage_case
     merged = merged_mask(masks)
-    assert merged.shape == (SIZE, SIZE, 3) and np.array_equal(merged[..., 0], merged[..., 2])
+    assert merged.shape == (LEAKAGE_SIZE, LEAKAGE_SIZE, 3) and np.array_equal(merged[..., 0], merged[..., 2])
     assert merged[40, 35, 0] == 1.0 and merged[60, 80, 0] == 128 / 255 and merged[80, 10, 0] == 37 / 255 and merged[0, 95, 0] == 0
 
 
-def test_every_metric_equals_its_definition_on_ales_masking(loaded, case):
-    source, edited, masks = case
-    scores = AleMetrics(loaded.clip, loaded.lpips, loaded.dino).score(source, edited, EDITS, masks)
+def test_every_metric_equals_its_definition_on_ales_masking(loaded, leakage_case):
+    source, edited, masks = leakage_case
+    scores = AleMetrics(loaded.clip, loaded.lpips, loaded.dino).score(source, edited, LEAKAGE_EDITS, masks)
     unedited = np.maximum.reduce(masks).astype(np.float64)[..., None].repeat(3, axis=2) / 255.0
     keep = torch.from_numpy(unedited.astype(np.float32)).permute(2, 0, 1)[None]
     pred = torch.from_numpy(edited).permute(2, 0, 1)[None].float() / 255 * (1 - keep)
@@ -77,7 +57,7 @@ def test_every_metric_equals_its_definition_on_ales_masking(loaded, case):
     assert values["lpips_unedit_part"] == pytest.approx(loaded.lpips.net(pred * 2 - 1, gt * 2 - 1).item(), rel=1e-5)
 
     as_masked = lambda mask: np.uint8(edited * mask)  # ALE truncates to uint8 after masking
-    targets = [t for _, t in EDITS]
+    targets = [t for _, t in LEAKAGE_EDITS]
     assert values["TELS"] == pytest.approx(clip_by_definition(loaded, as_masked(1 - unedited), " and ".join(targets)), rel=1e-4)
     rgb = [m[..., None].repeat(3, axis=2) / 255.0 for m in masks]
     own = [clip_by_definition(loaded, as_masked(rgb[i]), targets[i]) for i in range(3)]
@@ -108,32 +88,32 @@ def structure_by_definition(model, pred: np.ndarray, gt: np.ndarray) -> float:
     return F.mse_loss(similarity(pred), similarity(gt)).item()
 
 
-def test_one_object_has_no_tils_and_an_empty_background_no_background_scores(loaded, case):
-    source, edited, masks = case
+def test_one_object_has_no_tils_and_an_empty_background_no_background_scores(loaded, leakage_case):
+    source, edited, masks = leakage_case
     metrics = AleMetrics(loaded.clip, loaded.lpips, None)
-    one = metrics.score(source, edited, EDITS[:1], masks[:1]).values
+    one = metrics.score(source, edited, LEAKAGE_EDITS[:1], masks[:1]).values
     assert math.isnan(one["TILS"]) and not math.isnan(one["TELS"]) and one["structure_distance"] is None
-    full = metrics.score(source, edited, EDITS[:1], [np.full((SIZE, SIZE), 255, np.uint8)]).values
+    full = metrics.score(source, edited, LEAKAGE_EDITS[:1], [np.full((LEAKAGE_SIZE, LEAKAGE_SIZE), 255, np.uint8)]).values
     assert all(math.isnan(full[m]) for m in ("psnr_unedit_part", "ssim_unedit_part", "mse_unedit_part", "lpips_unedit_part"))
 
 
-def test_a_missing_clip_switches_off_only_the_clip_metrics_and_names_the_file(model_folder, case, tmp_path):
+def test_a_missing_clip_switches_off_only_the_clip_metrics_and_names_the_file(metric_model_folder, leakage_case, tmp_path):
     for name in ("dino_deitsmall16_pretrain.pth", "squeezenet1_1-b8a52dc0.pth"):
-        (tmp_path / name).symlink_to(model_folder / name)
+        (tmp_path / name).symlink_to(metric_model_folder / name)
     found = metric_models.load_metric_models(tmp_path)
     assert set(found.missing) == {"clip"}
     message = found.missing["clip"]
     assert "clip-vit-large-patch14" in message and str(tmp_path) in message and "TELS, TILS" in message
-    source, edited, masks = case
-    values = AleMetrics(found.clip, found.lpips, found.dino).score(source, edited, EDITS, masks).values
+    source, edited, masks = leakage_case
+    values = AleMetrics(found.clip, found.lpips, found.dino).score(source, edited, LEAKAGE_EDITS, masks).values
     assert values["TELS"] is None and values["TILS"] is None and values["editing_performance"] is None
     assert all(isinstance(values[m], float) and not math.isnan(values[m]) for m in ("psnr_unedit_part", "ssim_unedit_part", "mse_unedit_part"))
 
 
-def test_no_model_folder_leaves_psnr_ssim_mse(case):
+def test_no_model_folder_leaves_psnr_ssim_mse(leakage_case):
     found = metric_models.load_metric_models(None)
     assert set(found.missing) == {"clip", "dino", "lpips"}
-    source, edited, masks = case
-    values = AleMetrics().score(source, edited, EDITS, masks).values
+    source, edited, masks = leakage_case
+    values = AleMetrics().score(source, edited, LEAKAGE_EDITS, masks).values
     assert [m for m, v in values.items() if v is not None] == ["psnr_unedit_part", "mse_unedit_part", "ssim_unedit_part"]
     assert ale_metrics.METRICS == tuple(values)

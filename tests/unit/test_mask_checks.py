@@ -1,9 +1,9 @@
-"""What once ran "successfully" and edited the wrong thing now stops with an error or shows a warning the user sees:
-on the preview image, on the node (ComfyUI's progress text), in the prompt's UI output and in the log."""
+"""The mask problems found on exact inputs, and the inner overlap rule on tensors (the warnings the user sees, from
+the nodes, in tests/comfy/test_mask_checks.py)."""
 import torch
 
-from leakfree_edit.masking.quality import mask_problems
 from harness.editing import object_masks
+from leakfree_edit.masking.quality import mask_problems
 
 
 def test_mask_problems_on_exact_inputs():

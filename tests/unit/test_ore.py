@@ -1,4 +1,4 @@
-"""Object-Restricted Encoding equals ALE-Edit's definition, element by element, on ComfyUI's CLIP."""
+"""The edit list parsed, and the EOS modes of Object-Restricted Encoding on tensors (ORE on ComfyUI's CLIP in tests/comfy/)."""
 import pytest
 import torch
 

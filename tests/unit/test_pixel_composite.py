@@ -1,5 +1,4 @@
-"""Pixel Background Composite: the source bit for bit outside the feathered mask, the edit bit for bit inside it,
-a linear edge of the given width, any size (mask and decoded image resized to the source), batches."""
+"""Pixel Background Composite's feather: a linear edge of the given width (the node in tests/comfy/)."""
 import pytest
 import torch
 

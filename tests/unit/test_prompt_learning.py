@@ -1,14 +1,19 @@
-"""Dynamic Prompt Learning: DPL's losses on tensors, then its inner loop through ComfyUI's sampler and the
-Dual-Branch Edit Guider on a random-weight UNet (the test UNet has levels 1x and 2x: the losses read 1/2)."""
+"""Dynamic Prompt Learning on tensors: DPL's losses, its thresholds, the clustered background (the inner loop through
+ComfyUI's sampler in tests/comfy/)."""
 
 import pytest
 import torch
 
+from leakfree_edit.attention.clustering import background_from_clusters, kmeans_labels
 from leakfree_edit.attention.prompt_learning import (
-    LearningSettings, LossTerm, attend_loss, background_loss, disjoint_loss, object_maps, smoothing_kernel,
+    LearningSettings,
+    LossTerm,
+    attend_loss,
+    background_loss,
+    disjoint_loss,
+    smoothing_kernel,
+    token_attention,
 )
-from leakfree_edit.masking.clusters import background_from_clusters, kmeans_labels
-
 
 # --- the losses on tensors ----------------------------------------------------------------
 
@@ -18,13 +23,13 @@ def test_losses_are_dpls_on_planted_maps():
     attention[:2, :2, 2] = 1.0  # object 1 top-left
     attention[2:, 2:, 4] = 1.0  # object 2 bottom-right: disjoint maps
     tokens = ((2,), (4,))
-    maps = object_maps(attention, tokens)
+    maps = token_attention(attention, tokens)
     assert float(disjoint_loss(maps)) < 0.05
     # Attend-and-Excite: softmax(100 A) over tokens 1..T-2, smoothed peak; a token that owns its pixels outright is not penalised
     assert float(attend_loss(attention, tokens)) < 0.05
     leaking = attention.clone()
     leaking[2:, 2:, 2] = 1.0  # object 1 leaks onto object 2
-    assert float(disjoint_loss(object_maps(leaking, tokens))) > 0.5
+    assert float(disjoint_loss(token_attention(leaking, tokens))) > 0.5
     background = torch.ones(4, 4)
     background[:2, :2] = background[2:, 2:] = 0
     torch.testing.assert_close(background_loss(maps, background),
@@ -56,6 +61,3 @@ def test_clustered_background_is_the_unclaimed_clusters():
     expected = torch.ones(8, 8)
     expected[:, 3:6] = 0
     assert torch.equal(background, expected)
-
-
-# --- through ComfyUI's sampler --------------------------------------------------------------

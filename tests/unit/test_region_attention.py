@@ -7,9 +7,13 @@ import torch.nn.functional as F
 
 from leakfree_edit.attention.ore import object_restricted
 from leakfree_edit.attention.region_attention import (
-    CrossAttentionRegions, RegionAttentionProgram, RegionCrossAttention, ValueSubstitution, region_bias,
+    CrossAttentionRegions,
+    RegionAttentionProgram,
+    RegionCrossAttention,
+    ValueSubstitution,
+    region_bias,
 )
-from leakfree_edit.masking.ops import layer_grid, region_weights, resize_masks
+from leakfree_edit.masking.ops import downsampled_grid, downsampled_grids, region_weights, resize_masks
 
 TOKENS, WIDTH, HEADS, DIM = 16, 8, 2, 4
 H, W = 5, 7  # odd, non-square layer
@@ -164,10 +168,11 @@ def test_schedule_turns_the_term_off():
     assert late.active(torch.tensor([3.0])) and not late.active(torch.tensor([1.0])) and not late.active(torch.tensor([6.0]))
 
 
-@pytest.mark.parametrize("latent, tokens, expected", [((75, 43), 75 * 43, (75, 43)), ((75, 43), 38 * 22, (38, 22)),
-                                                      ((75, 43), 10 * 6, (10, 6)), ((96, 128), 24 * 32, (24, 32))])
-def test_layer_grid_is_ceil_divided(latent, tokens, expected):
-    assert layer_grid(latent, tokens) == expected
+@pytest.mark.parametrize("latent, factor, expected", [((75, 43), 1, (75, 43)), ((75, 43), 2, (38, 22)),
+                                                      ((75, 43), 8, (10, 6)), ((96, 128), 4, (24, 32))])
+def test_downsampled_grids_are_ceil_halved(latent, factor, expected):
+    assert downsampled_grid(latent, factor) == expected
+    assert downsampled_grids(latent, (factor, 2 * factor)) == {expected, downsampled_grid(expected, 2)}
 
 
 def test_region_weights_give_overlaps_to_the_background():

@@ -1,5 +1,4 @@
-"""Example workflows: each UI graph is the drag-and-drop twin of its API graph, ComfyUI's own validation accepts every
-API graph of the repo and of the previous release (0.1.0), and the headless runner runs one."""
+"""Example workflows as files: each UI graph has its API twin, and nothing else is a template."""
 
 
 from pipelines.comfyui import ROOT

@@ -9,14 +9,14 @@ cluster that no object's cross-attention claims.
    normalised as DPL does, (m - |min m|) / max m; cluster c scores mean_{p in c} m_i(p) for object i.
 4. Cluster c is background when no object scores above ``threshold`` (DPL: 0.2); the mask is their union.
 
-Pure torch and scikit-learn.
+Pure torch and scikit-learn; the capture run is Masks from Attention's (attention/localisation.py).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .from_attention import AttentionCapture, attention_probabilities
+from .localisation import AttentionCapture, attention_probabilities
 
 
 def kmeans_labels(points: torch.Tensor, clusters: int, seed: int = 1) -> torch.Tensor:
@@ -49,12 +49,12 @@ def object_maps_at(capture: AttentionCapture, grid: tuple[int, int]) -> torch.Te
     return torch.stack(maps).mean(dim=0).view(-1, *grid)
 
 
-def background_from_clusters(labels: torch.Tensor, object_maps: torch.Tensor, threshold: float) -> torch.Tensor:
+def background_from_clusters(labels: torch.Tensor, maps: torch.Tensor, threshold: float) -> torch.Tensor:
     """Steps 3 and 4: the union ``[h, w]`` (float 0/1) of the clusters of ``labels`` ``[h, w]`` no object claims.
 
-    ``object_maps`` ``[N, h', w']`` at a grid as fine or coarser (nearest-upsampled to ``labels``' grid).
+    ``maps``: each object's cross-attention map ``[N, h', w']`` at a grid as fine or coarser (nearest-upsampled to ``labels``' grid).
     """
-    maps = F.interpolate(object_maps.float().unsqueeze(0), size=labels.shape, mode="nearest")[0]
+    maps = F.interpolate(maps.float().unsqueeze(0), size=labels.shape, mode="nearest")[0]
     low = maps.flatten(1).amin(dim=1).abs()[:, None, None]
     high = maps.flatten(1).amax(dim=1)[:, None, None]
     normalised = (maps - low) / high.clamp_min(1e-12)

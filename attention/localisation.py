@@ -19,29 +19,16 @@ Neither paper publishes this exact procedure; the form chosen here:
 5. Optional dilation grows each region into unclaimed pixels only; pixels two regions grow into stay
    background, so the masks stay disjoint.
 
-Pure torch; the capture run that feeds :class:`AttentionCapture` is in integration/capture.py.
+Pure torch; the capture run that feeds :class:`AttentionCapture` is in integration/capture.py, the mask
+operations of steps 4 and 5 (Otsu, disjoint regions, disjoint dilation) in masking/disjoint.py.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 
-from .ops import dilate
-
-
-def downsampled_grid(latent_hw: tuple[int, int], factor: int) -> tuple[int, int]:
-    """The (h, w) of the UNet level ``factor`` (a power of 2) times smaller than the latent (ceil-halved, as the UNet does)."""
-    (h, w), level = latent_hw, 1
-    while level < factor:
-        h, w, level = math.ceil(h / 2), math.ceil(w / 2), level * 2
-    return h, w
-
-
-def downsampled_grids(latent_hw: tuple[int, int], factors=(2, 4)) -> set[tuple[int, int]]:
-    """The (h, w) of the UNet levels ``factors`` times smaller than the latent."""
-    return {downsampled_grid(latent_hw, factor) for factor in factors}
+from ..masking.disjoint import dilate_disjoint, disjoint_regions
+from ..masking.ops import downsampled_grids
 
 
 def attention_probabilities(query: torch.Tensor, keys: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -51,7 +38,7 @@ def attention_probabilities(query: torch.Tensor, keys: torch.Tensor, bias: torch
     return (logits if bias is None else logits + bias).softmax(dim=-1)
 
 
-def object_maps(query: torch.Tensor, keys: torch.Tensor, spans) -> torch.Tensor:
+def span_attention(query: torch.Tensor, keys: torch.Tensor, spans) -> torch.Tensor:
     """a_i(p) ``[R, N, HW]``: the attention each pixel gives object i's tokens, sum over its span of the token
     softmax (per head, over the given keys), averaged over heads. ``query`` [R, heads, HW, d], ``keys`` [R, heads, T, d]."""
     probs = attention_probabilities(query, keys).mean(dim=1)  # [R, HW, T]
@@ -73,7 +60,7 @@ class AttentionCapture:
     def record_cross(self, query, keys, height: int, width: int, latent_hw: tuple[int, int]) -> None:
         """Per-head ``query`` [R, heads, HW, d] and ``keys`` [R, heads, T, d] of one cross-attention call."""
         if self.recorded(height, width, latent_hw):
-            self.cross.append((height, width, object_maps(query, keys, self.spans).mean(dim=0).float()))
+            self.cross.append((height, width, span_attention(query, keys, self.spans).mean(dim=0).float()))
 
     def record_self(self, query, keys, height: int, width: int, latent_hw: tuple[int, int]) -> None:
         if self.recorded(height, width, latent_hw):
@@ -99,37 +86,6 @@ def object_scores(capture: AttentionCapture, refine: float) -> torch.Tensor:
     low = scores.flatten(1).amin(dim=1)[:, None, None]
     high = scores.flatten(1).amax(dim=1)[:, None, None]
     return (scores - low) / (high - low).clamp_min(1e-12)
-
-
-def otsu_threshold(values: torch.Tensor, bins: int = 256) -> float:
-    """Otsu's threshold of values in [0, 1]: the cut maximising the between-class variance."""
-    histogram = torch.histc(values.float().flatten(), bins=bins, min=0.0, max=1.0)
-    centers = (torch.arange(bins, dtype=torch.float32) + 0.5) / bins
-    weight = histogram.cumsum(0)
-    mass = (histogram * centers).cumsum(0)
-    total, total_mass = weight[-1], mass[-1]
-    between = ((total_mass * weight / total - mass) ** 2 / (weight * (total - weight)).clamp_min(1e-12))[:-1]
-    best = torch.nonzero(between >= between.max() * (1 - 1e-6)).float().mean()  # middle of a plateau of equal cuts
-    return float(best + 1) / bins
-
-
-def disjoint_regions(scores: torch.Tensor, threshold: float | None) -> torch.Tensor:
-    """Binary ``[N, H, W]``: object i where its score passes its threshold and beats the other claimants."""
-    cuts = torch.tensor([otsu_threshold(s) if threshold is None else threshold for s in scores]).view(-1, 1, 1)
-    claims = scores >= cuts
-    best = torch.where(claims, scores, torch.full_like(scores, -1.0)).argmax(dim=0)
-    winner = F.one_hot(best, scores.shape[0]).permute(2, 0, 1).bool()
-    return (winner & claims).float()
-
-
-def dilate_disjoint(masks: torch.Tensor, radius: int) -> torch.Tensor:
-    """Grow each region by ``radius`` into unclaimed pixels; pixels two regions reach stay unclaimed."""
-    if radius <= 0:
-        return masks
-    grown = dilate(masks, radius)
-    free = masks.amax(dim=0, keepdim=True) == 0
-    contested = grown.sum(dim=0, keepdim=True) > 1
-    return torch.where(free & ~contested, grown, masks)
 
 
 def masks_from_attention(capture: AttentionCapture, image_hw: tuple[int, int], refine: float = 0.5,
