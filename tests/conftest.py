@@ -1,9 +1,9 @@
 """Test set-up for every tier: the pack importable as ``leakfree_edit`` (without running its ``__init__``), the shared
 fixtures of harness/fixtures.py, denormals flushed, and each test marked with its tier (the folder it lives in).
 
-Tiers: ``unit`` (pure torch and Python, no ComfyUI), ``comfy`` (nodes and graphs in this process), ``server`` (ComfyUI's
-real server over HTTP), ``browser`` (its frontend in Chromium). Nothing here imports ComfyUI: the conftests of the
-tiers that need it set it up.
+Tiers: ``unit`` (pure torch and Python, no ComfyUI), ``comfy_nodes`` (nodes and graphs in this process),
+``comfy_server`` (ComfyUI's real server over HTTP), ``browser`` (its frontend in Chromium). Nothing here imports
+ComfyUI: the conftests of the tiers that need it set it up.
 """
 from pathlib import Path
 
@@ -12,7 +12,7 @@ import torch
 from harness.comfy_env import register_pack
 
 pytest_plugins = ["harness.fixtures"]
-TIERS = ("unit", "comfy", "server", "browser")
+TIERS = ("unit", "comfy_nodes", "comfy_server", "browser")
 
 register_pack()
 torch.set_flush_denormal(True)  # random weights make denormals: 10x slower on the CPU

@@ -12,4 +12,4 @@ def comfyui_is_never_imported(request):
     yield
     if all(item.get_closest_marker("unit") for item in request.session.items):
         imported = sorted(name for name in sys.modules if name.split(".")[0] in COMFY_MODULES)
-        assert not imported, f"the unit tier imported ComfyUI: {imported[:10]} (move that test to tests/comfy/)"
+        assert not imported, f"the unit tier imported ComfyUI: {imported[:10]} (move that test to tests/comfy_nodes/)"

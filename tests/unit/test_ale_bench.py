@@ -1,5 +1,5 @@
 """The ALE-Bench runner's filling of a workflow for each edit (image, masks, edit list, schedule), without running it.
-The end-to-end run is tests/comfy/test_ale_bench.py."""
+The end-to-end run is tests/comfy_nodes/test_ale_bench.py."""
 import json
 
 from leakfree_edit.evaluation.bench import BenchEdit

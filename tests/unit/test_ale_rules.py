@@ -1,6 +1,6 @@
 """ALE-Edit's official rules, each pinned on exact inputs (ml-postech/ALE: sam_utils.py, rgb_cam.py,
 attention_control.py, ore.py, pipeline_ead.py), and the pack's own variants beside them: the rules that need no
-ComfyUI (dilation, layer masks, the blend mask, overlaps, the workflow's settings). The schedule is in tests/comfy/."""
+ComfyUI (dilation, layer masks, the blend mask, overlaps, the workflow's settings). The schedule is in tests/comfy_nodes/."""
 import numpy as np
 import pytest
 import torch

@@ -1,5 +1,5 @@
 """The batch command without a server (pipelines/): jobs from manifests, where a job goes in a workflow, and every
-problem of a batch reported before anything is submitted. The end-to-end cases are in tests/server/test_batch_edit.py."""
+problem of a batch reported before anything is submitted. The end-to-end cases are in tests/comfy_server/test_batch_edit.py."""
 import copy
 import json
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Dual-Branch Edit Guider: the DDCM math, its schedules and the row layout on tensors (ComfyUI's sampler in tests/comfy/)."""
+"""Dual-Branch Edit Guider: the DDCM math, its schedules and the row layout on tensors (ComfyUI's sampler in tests/comfy_nodes/)."""
 import torch
 
 import leakfree_edit.attention.self_attention as self_attention

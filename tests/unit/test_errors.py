@@ -1,4 +1,4 @@
-"""Error messages name the model family of an edit plan (the node errors are in tests/comfy/test_errors.py)."""
+"""Error messages name the model family of an edit plan (the node errors are in tests/comfy_nodes/test_errors.py)."""
 
 from harness.editing import EDITS
 from leakfree_edit.attention.plan import EditPlan, parse_edits

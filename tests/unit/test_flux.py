@@ -1,5 +1,5 @@
 """Region-guided joint attention's routing rules on plain tensors: who may attend to whom, and which tokens a region owns
-(on ComfyUI's Flux classes in tests/comfy/test_flux.py)."""
+(on ComfyUI's Flux classes in tests/comfy_nodes/test_flux.py)."""
 import torch
 
 

@@ -6,10 +6,10 @@ import ast
 from pathlib import Path
 
 from harness.comfy_env import COMFY_MODULES
-from pipelines.comfyui import ROOT
+from pipelines.comfyui import ROOT, find_comfyui
 
 PACK = ("attention", "masking", "integration", "nodes", "evaluation")  # the pack's own packages (imported as leakfree_edit.*)
-TIERS = ("unit", "comfy", "server", "browser")
+TIERS = ("unit", "comfy_nodes", "comfy_server", "browser")
 
 
 def sources(folder: str) -> list[Path]:
@@ -67,13 +67,17 @@ def test_the_pack_never_imports_its_test_support_and_nothing_imports_the_tests()
 def test_unit_tests_never_import_comfyui_or_its_side_of_the_pack():
     for path in sources("tests/unit"):
         found = reaching(path, (*COMFY_MODULES, "integration", "nodes")) | {m for m in imports(path) if m == "harness.random_models"}
-        assert not found, f"tests/unit/{path.name} imports {sorted(found)} (it belongs in tests/comfy/)"
+        assert not found, f"tests/unit/{path.name} imports {sorted(found)} (it belongs in tests/comfy_nodes/)"
 
 
-def test_every_test_lives_in_a_tier_folder():
+def test_every_test_lives_in_a_tier_folder_not_named_like_a_comfyui_module():
     loose = [p.name for p in (ROOT / "tests").glob("test_*.py")]
     assert not loose, f"move {loose} into one of tests/{{{','.join(TIERS)}}}/"
     assert {p.parent.name for p in (ROOT / "tests").rglob("test_*.py")} <= set(TIERS)
+    # pytest's importlib mode names tests/<tier>/x.py "<tier>.x": a tier called like a ComfyUI module would shadow it
+    comfyui = find_comfyui(unpack=False)
+    clashes = [t for t in TIERS if t in COMFY_MODULES or (comfyui / t).exists() or (comfyui / f"{t}.py").exists()]
+    assert not clashes, f"tier folders named like a top-level module of ComfyUI: {clashes}"
 
 
 def test_the_one_sys_path_insert_is_comfyuis():

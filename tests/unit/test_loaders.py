@@ -1,4 +1,4 @@
-"""The BERT vocabulary for Grounding-DINO, found offline (the loader nodes are tested in tests/comfy/test_loaders.py)."""
+"""The BERT vocabulary for Grounding-DINO, found offline (the loader nodes are tested in tests/comfy_nodes/test_loaders.py)."""
 import pytest
 
 from leakfree_edit.masking import bert

@@ -1,5 +1,5 @@
 """The mask problems found on exact inputs, and the inner overlap rule on tensors (the warnings the user sees, from
-the nodes, in tests/comfy/test_mask_checks.py)."""
+the nodes, in tests/comfy_nodes/test_mask_checks.py)."""
 import torch
 
 from harness.editing import object_masks

@@ -1,4 +1,4 @@
-"""The edit list parsed, and the EOS modes of Object-Restricted Encoding on tensors (ORE on ComfyUI's CLIP in tests/comfy/)."""
+"""The edit list parsed, and the EOS modes of Object-Restricted Encoding on tensors (ORE on ComfyUI's CLIP in tests/comfy_nodes/)."""
 import pytest
 import torch
 

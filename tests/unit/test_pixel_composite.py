@@ -1,4 +1,4 @@
-"""Pixel Background Composite's feather: a linear edge of the given width (the node in tests/comfy/)."""
+"""Pixel Background Composite's feather: a linear edge of the given width (the node in tests/comfy_nodes/)."""
 import pytest
 import torch
 

@@ -1,5 +1,5 @@
 """Dynamic Prompt Learning on tensors: DPL's losses, its thresholds, the clustered background (the inner loop through
-ComfyUI's sampler in tests/comfy/)."""
+ComfyUI's sampler in tests/comfy_nodes/)."""
 
 import pytest
 import torch

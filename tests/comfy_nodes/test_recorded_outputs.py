@@ -1,6 +1,6 @@
 """Every node's outputs on the random-weight fixtures, bit for bit as recorded: a restructuring may not change them.
 
-    PYTHONPATH=. python3 tests/comfy/test_recorded_outputs.py --record   # in the pack's folder: rewrite tests/comfy/data/recorded_outputs.json
+    PYTHONPATH=. python3 tests/comfy_nodes/test_recorded_outputs.py --record   # in the pack's folder: rewrite tests/comfy_nodes/data/recorded_outputs.json
 
 Each case runs the pack's nodes by their class keys as ComfyUI's executor calls them (``getattr(node(),
 node.FUNCTION)``, which serves V1 and V3 nodes alike), then samples with ComfyUI's own sampler where the
