@@ -29,7 +29,7 @@ from collections import deque
 
 import torch
 
-from ..masking.from_attention import object_maps
+from .localisation import span_attention
 from .region_attention import PROGRAM_KEY, SigmaWindow
 from .self_attention import LAYOUT_KEY
 
@@ -86,7 +86,7 @@ class AttentionRecorder(Recording):
         latent = extra_options["original_shape"]
         if query.shape[2] >= int(latent[-2]) * int(latent[-1]):  # full-resolution layers: costly, little semantics
             return
-        self.records.append((object_maps(query, keys[:, :, : self.tokens], self.spans), masks.flatten(2)))
+        self.records.append((span_attention(query, keys[:, :, : self.tokens], self.spans), masks.flatten(2)))
 
 
 @contextlib.contextmanager

@@ -25,9 +25,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..masking.from_attention import attention_probabilities, downsampled_grids, object_maps
-from ..masking.ops import resize_masks
+from ..masking.ops import downsampled_grids, resize_masks
 from .dual_branch import SOURCE_COND
+from .localisation import attention_probabilities, span_attention
 from .region_attention import SigmaWindow, layer_size
 from .self_attention import LAYOUT_KEY
 
@@ -86,7 +86,7 @@ class MapRecording:
         return torch.stack(grids).mean(dim=0)
 
 
-class AttentionMapRecorder(MapRecording):
+class TargetMapRecorder(MapRecording):
     """``CrossAttentionObserver``: the target rows' maps of the target objects, from each RGB-CAM call."""
 
     def __init__(self, spans, tokens: int, strict: bool, window: SigmaWindow, mode: str = "model", factors=(2, 4)):
@@ -95,11 +95,11 @@ class AttentionMapRecorder(MapRecording):
         super().__init__(spans, window, factors)
         self.tokens, self.strict, self.mode = tokens, strict, mode
 
-    def object_maps(self, query, keys, bias) -> torch.Tensor:
+    def call_maps(self, query, keys, bias) -> torch.Tensor:
         """a_i ``[R, N, HW]`` for one call (per-head ``query`` [R, heads, HW, d], ``keys`` [R, heads, K, d], ``bias`` [I, 1, HW, K])."""
         query, keys = query.detach().float(), keys.detach().float()
         if self.mode == "model":
-            return object_maps(query, keys[:, :, : self.tokens], self.spans)
+            return span_attention(query, keys[:, :, : self.tokens], self.spans)
         probs = attention_probabilities(query, keys, bias.float()).mean(dim=1)  # [R, HW, K]
         maps = []
         for index, (start, end) in enumerate(self.spans):
@@ -113,7 +113,7 @@ class AttentionMapRecorder(MapRecording):
     def observe(self, query, keys, bias, masks, extra_options) -> None:
         size = self.layer(extra_options)
         if size is not None:
-            self.add(self.object_maps(query, keys, bias), size)
+            self.add(self.call_maps(query, keys, bias), size)
 
 
 class SourceMapRecorder(MapRecording):
@@ -133,7 +133,7 @@ class SourceMapRecorder(MapRecording):
             return
         chunk = query.shape[0] // len(slots)
         rows = slice(slots.index(SOURCE_COND) * chunk, (slots.index(SOURCE_COND) + 1) * chunk)
-        self.add(object_maps(query[rows].detach().float(), keys[rows, :, : self.tokens].detach().float(), self.spans), size)
+        self.add(span_attention(query[rows].detach().float(), keys[rows, :, : self.tokens].detach().float(), self.spans), size)
 
 
 def outside_share(maps: torch.Tensor, masks: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

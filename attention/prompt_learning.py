@@ -32,9 +32,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..masking.from_attention import attention_probabilities, downsampled_grid
+from ..masking.ops import downsampled_grid
 from .anchoring import Recording, fresh_program_cache, normal_tensors
 from .dual_branch import step_index
+from .localisation import attention_probabilities
 from .region_attention import PROGRAM_KEY, layer_size, target_rows
 from .self_attention import LAYOUT_KEY, BranchLayout
 
@@ -80,7 +81,7 @@ def smoothing_kernel(size: int = SMOOTHING[0], sigma: float = SMOOTHING[1]) -> t
     return kernel / kernel.sum()
 
 
-def object_maps(attention: torch.Tensor, tokens) -> torch.Tensor:
+def token_attention(attention: torch.Tensor, tokens) -> torch.Tensor:
     """a_i ``[N, h, w]``: the attention ``[h, w, T]`` summed over each object's learned token positions."""
     return torch.stack([attention[..., list(positions)].sum(dim=-1) for positions in tokens])
 
@@ -88,7 +89,7 @@ def object_maps(attention: torch.Tensor, tokens) -> torch.Tensor:
 def attend_loss(attention: torch.Tensor, tokens) -> torch.Tensor:
     """L_max: max over objects of max(0, 1 - smoothed peak of the object's share of the text-token softmax)."""
     text = (SOFTMAX_SCALE * attention[..., 1:-1]).softmax(dim=-1)  # BOS and the last token left out, as DPL
-    shares = object_maps(F.pad(text, (1, 0)), tokens)  # a zero column puts token t back at index t
+    shares = token_attention(F.pad(text, (1, 0)), tokens)  # a zero column puts token t back at index t
     padded = F.pad(shares.unsqueeze(1), (1, 1, 1, 1), mode="reflect")
     kernel = smoothing_kernel().to(padded)
     peaks = F.conv2d(padded, kernel.view(1, 1, *kernel.shape)).flatten(1).amax(dim=1)
@@ -111,7 +112,7 @@ def disjoint_loss(maps: torch.Tensor) -> torch.Tensor:
 
 def dpl_losses(attention: torch.Tensor, tokens, background: torch.Tensor | None, settings: LearningSettings) -> torch.Tensor:
     """(L_max, L_bg, L_dis) ``[3]`` for one row's attention ``[h, w, T]``; a term of weight 0 is 0."""
-    maps = object_maps(attention, tokens)
+    maps = token_attention(attention, tokens)
     zero = attention.sum() * 0.0
     terms = (
         attend_loss(attention, tokens) if settings.attend.weight else zero,
@@ -195,7 +196,7 @@ def store_step(key, entry: _CachedStep) -> None:
 
 
 @dataclass
-class _Run:
+class LearningRun:
     """One sampling run: the learned rows of each step so far (the next step starts from them) and its progress bar."""
 
     sigmas: tuple[float, ...]
@@ -234,7 +235,7 @@ class PromptLearning:
         self._background_grids: dict[tuple[int, int], torch.Tensor] = {}
         self.lend, self.progress, self.error = lend, progress, error
         self.key, self.node, self.previous = key, node, previous
-        self.run: _Run | None = None
+        self.run: LearningRun | None = None
         self.history: deque[LearnedStep] = deque(maxlen=1000)  # the latest steps, learned or cached
 
     def __deepcopy__(self, memo):
@@ -270,13 +271,13 @@ class PromptLearning:
             return self.previous(apply_model, args)
         return apply_model(args["input"], args["timestep"], **args["c"])
 
-    def _run(self, sigmas, step: int) -> _Run:
+    def _run(self, sigmas, step: int) -> LearningRun:
         """The current run; a new one when the schedule changes or the steps start over (a re-queued graph)."""
         schedule = tuple(float(s) for s in sigmas) if sigmas is not None else ()
         if self.run is None or self.run.sigmas != schedule or step < self.run.last_step:
             steps = max(1, len(schedule) - 1)
             progress = self.progress(steps * self.settings.iterations) if self.settings.iterations > 0 else None
-            self.run = _Run(sigmas=schedule, progress=progress)
+            self.run = LearningRun(sigmas=schedule, progress=progress)
         self.run.last_step = step
         return self.run
 

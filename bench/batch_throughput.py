@@ -1,6 +1,6 @@
 """Jobs per minute of scripts/batch_edit.py with one and with two ComfyUI servers, and the client's own cost.
 
-    python3 bench/batch_throughput.py [--jobs 8] [--size 128] [--steps 2] [--servers 1 2]
+    python3 -m bench.batch_throughput [--jobs 8] [--size 128] [--steps 2] [--servers 1 2]
 
 Real ComfyUI servers on loopback (the test servers' set-up: random-weight SD1.5 in the real file format),
 edits from ALE-Bench (``../shared/ale_bench``, image artificial_img03, painted masks). Each server first runs
@@ -21,21 +21,19 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "tests")]
-import comfy_env  # noqa: E402
-import model_files  # noqa: E402
-from comfy_server import ComfyServer  # noqa: E402  the test servers' set-up: base folder, pack, denormals flushed
+from harness import model_files
+from harness.server import ComfyServer  # the test servers' set-up: base folder, pack, denormals flushed
+from pipelines.comfyui import ROOT, find_comfyui
 
 ALE_BENCH = ROOT.parent / "shared" / "ale_bench"
 
 
 def batch(urls: list[str], out: Path, args, only: str, limit: int) -> dict:
     """Run one batch_edit.py process to the end; its wall time, and its CPU and memory as sampled."""
-    command = [sys.executable, str(ROOT / "scripts" / "batch_edit.py"), str(args.ale_bench), "--only", only, "--limit", str(limit),
+    command = [sys.executable, "-m", "scripts.batch_edit", str(args.ale_bench), "--only", only, "--limit", str(limit),
                "--size", str(args.size), "--steps", str(args.steps), "--out", str(out)] + [a for url in urls for a in ("--server", url)]
     started = time.monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     client, peak_rss, samples = psutil.Process(process.pid), 0, []
     while process.poll() is None:
         try:
@@ -60,7 +58,7 @@ def measure(count: int, args, scratch: Path) -> dict:
     for index in range(count):
         base = scratch / f"server{count}-{index}"
         model_files.write_model_files(base / "models", only=("checkpoints",))
-        servers.append(ComfyServer(comfy_env.find_comfyui(), base, ROOT, name="server"))
+        servers.append(ComfyServer(find_comfyui(), base, ROOT, name="server"))
     try:
         for server in servers:
             server.wait_ready()

@@ -2,7 +2,7 @@
 distance transform against scipy's binary_dilation with ALE-Edit's circular structure (its code) and the square
 max-pool the pack used before, on one ALE-Bench mask and on random blobs.
 
-    python bench/dilation.py [--size 1024] [--percent 4] [--repeats 3]
+    python3 -m bench.dilation [--size 1024] [--percent 4] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import comfy_env  # noqa: E402
+from harness import comfy_env
+from pipelines.comfyui import ROOT
 
 
 def seconds(run, repeats: int) -> float:

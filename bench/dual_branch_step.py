@@ -17,7 +17,7 @@ RSS just before sampling (writing 5 to /proc/self/clear_refs) and read back afte
 /proc/self/status): the peak RSS growth during sampling, with the model, prompts and latent
 already built, i.e. the activations' peak, the weights excluded (the same in every variant).
 
-    python bench/dual_branch_step.py            # all variants, prints the ratios
+    python3 -m bench.dual_branch_step            # all variants, prints the ratios
 """
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from pipelines.comfyui import ROOT
+
 VARIANTS = ("plain", "dual_locked", "dual_unlocked")
 STEPS = 2
 EDITS = "wolf -> brown-colored goat\nmoon -> moon made of gold"
@@ -51,13 +52,13 @@ def reset_peak_rss() -> int:
 
 def sd15_edit() -> tuple:
     """ComfyUI loaded with the pack; the full-size random SD1.5 CLIP and UNet, EDITS encoded, an empty negative, a 512² latent."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import comfy_env
+    from harness import comfy_env
 
     comfy_env.prepare_comfy()
     comfy_env.register_pack()
     import torch
-    import random_models
+
+    from harness import random_models
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
 
     clip, model = random_models.clip("sd15"), random_models.unet("sd15", "full")
@@ -69,8 +70,9 @@ def sd15_edit() -> tuple:
 
 def measure(variant: str) -> dict:
     clip, model, target, source, _, negative, latent = sd15_edit()
-    import torch
     import comfy.samplers
+    import torch
+
     from leakfree_edit.nodes.dual_branch import DualBranchGuider
 
     if variant == "plain":
@@ -88,8 +90,8 @@ def measure(variant: str) -> dict:
 
 def timed_sample(guider, model, latent, variant: str, grad_mode, steps: int = STEPS) -> dict:
     """Sample ``steps`` LCM steps with ``guider`` under ``grad_mode()``: wall and CPU seconds per model call, peak memory."""
-    import torch
     import comfy.samplers
+    import torch
 
     times, cpu_times = [], []
     predict = guider.predict_noise
@@ -121,12 +123,12 @@ def timed_sample(guider, model, latent, variant: str, grad_mode, steps: int = ST
 def main():
     if len(sys.argv) == 2:
         if sys.argv[1] not in VARIANTS:
-            raise SystemExit(__doc__ + f"\n    python bench/dual_branch_step.py VARIANT    # one of {', '.join(VARIANTS)}, in this process")
+            raise SystemExit(__doc__ + f"\n    python3 -m bench.dual_branch_step VARIANT    # one of {', '.join(VARIANTS)}, in this process")
         print(json.dumps(measure(sys.argv[1])))
         return
     results = {}
     for variant in VARIANTS:
-        done = subprocess.run([sys.executable, __file__, variant], capture_output=True, text=True, check=True)
+        done = subprocess.run([sys.executable, "-m", "bench.dual_branch_step", variant], capture_output=True, text=True, check=True, cwd=ROOT)
         results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
         r = results[variant]
         print(f"{variant:14s} steps wall {', '.join(f'{t:.2f}' for t in r['step_seconds'])} s, process CPU "

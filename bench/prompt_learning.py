@@ -11,7 +11,7 @@ Every variant runs in its own process; time and memory are measured as in bench/
 process CPU time of each guider call, peak RSS growth during sampling on the CPU). DPL's 21 passes cost about
 21x one pass: the script prints the per-pass cost so the figure for 21 follows without a 10-minute run.
 
-    python bench/prompt_learning.py --iterations 2
+    python3 -m bench.prompt_learning --iterations 2
 """
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ import json
 import subprocess
 import sys
 
-from dual_branch_step import sd15_edit, timed_sample
+from pipelines.comfyui import ROOT
+
+from .dual_branch_step import sd15_edit, timed_sample
 
 STEPS = 1
 
@@ -28,10 +30,11 @@ STEPS = 1
 def measure(variant: str, iterations: int) -> dict:
     clip, model, target, source, plan, negative, latent = sd15_edit()
     import torch
+
+    from harness.editing import object_masks
     from leakfree_edit.nodes.dual_branch import DualBranchGuider
     from leakfree_edit.nodes.prompt_learning import DynamicPromptLearning
     from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
-    from leakfree_edit.tests._editing import object_masks
 
     masks = object_masks(512, 512)
     model, = RegionGuidedCrossAttention.execute(model, target, masks)
@@ -52,8 +55,8 @@ def main():
         return
     results = {}
     for variant in ("off", "on"):
-        done = subprocess.run([sys.executable, __file__, "--variant", variant, "--iterations", str(args.iterations)],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run([sys.executable, "-m", "bench.prompt_learning", "--variant", variant, "--iterations", str(args.iterations)],
+                              capture_output=True, text=True, check=True, cwd=ROOT)
         r = results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{variant:4s} step wall {r['step_seconds'][-1]:.1f} s, process CPU {r['cpu_seconds'][-1]:.1f} s   memory before "
               f"sampling {r['before_bytes'] / 2**20:.0f} MiB, peak during sampling +{r['peak_bytes'] / 2**20:.0f} MiB   ({r['device']})")

@@ -14,7 +14,7 @@ Random weights at the released UNet shapes, CPU or GPU, all variants interleaved
    ``--sdxl-unet`` times one whole SDXL UNet forward with binding instead (about 10 GiB of
    fp32 weights: needs a big machine).
 
-    python bench/rebalance_step.py [--size 512] [--rounds 3] [--skip-anchoring] [--sdxl-unet]
+    python3 -m bench.rebalance_step [--size 512] [--rounds 3] [--skip-anchoring] [--sdxl-unet]
 """
 from __future__ import annotations
 
@@ -26,8 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import comfy_env  # noqa: E402
+from harness import comfy_env
 
 EDITS = "wolf -> brown-colored goat\nmoon -> moon made of gold"
 
@@ -42,9 +41,10 @@ def two_masks(size: int):
 
 
 def sd15_steps(size: int, rounds: int, anchoring: bool) -> dict:
-    import torch
     import comfy.sample
-    import random_models
+    import torch
+
+    from harness import random_models
     from leakfree_edit.nodes.anchoring import RegionAnchoring
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
     from leakfree_edit.nodes.rebalance import SourceDominanceRebalance
@@ -82,9 +82,10 @@ def sd15_steps(size: int, rounds: int, anchoring: bool) -> dict:
 
 def sd15_anchored_memory(size: int) -> dict:
     """Peak resident memory of one plain RGB-CAM step, then of one anchored step (1 iteration), SD1.5 shape."""
-    import torch
     import comfy.sample
-    import random_models
+    import torch
+
+    from harness import random_models
     from leakfree_edit.nodes.anchoring import RegionAnchoring
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
     from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
@@ -107,6 +108,7 @@ def sdxl_layer(binding: bool, repeats: int = 3) -> dict:
     """One SDXL 1024 px self-attention layer (4096 tokens, 640 channels, 10 heads), batch 2 (cond + uncond)."""
     import torch
     import torch.nn.functional as F
+
     from leakfree_edit.attention.rebalance import RegionBinding
     from leakfree_edit.attention.region_attention import RegionAttentionProgram
     from leakfree_edit.attention.self_attention import RegionSelfAttention
@@ -140,9 +142,10 @@ def sdxl_layer(binding: bool, repeats: int = 3) -> dict:
 
 def sdxl_unet(size: int, binding: bool = True) -> dict:
     """One whole SDXL-shape UNet forward at ``size`` px with RGB-CAM (+ binding), batch 2."""
-    import torch
     import comfy.sample
-    import random_models
+    import torch
+
+    from harness import random_models
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
     from leakfree_edit.nodes.rebalance import SourceDominanceRebalance
     from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
@@ -170,9 +173,8 @@ def peak_rss_gib() -> float:
 
 def in_fresh_process(function: str, *arguments) -> dict:
     """Run ``function(*arguments)`` of this script in a new interpreter, for an honest peak RSS."""
-    code = (f"import sys; sys.argv = ['x']; sys.path.insert(0, {str(Path(__file__).parent)!r}); import rebalance_step as b, json; "
-            f"b.setup(); print(json.dumps(b.{function}(*{arguments!r})))")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    code = f"import sys; sys.argv = ['x']; import bench.rebalance_step as b, json; b.setup(); print(json.dumps(b.{function}(*{arguments!r})))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

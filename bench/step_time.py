@@ -4,7 +4,7 @@ Full SD1.5 UNet shape (random weights), 512x512 (64x64 latent), CFG 7 (batch of 
 N = 1, 2, 3 objects, all in one process, variants interleaved round by round so drift hits all alike.
 Prints the median step time per variant and the patched/plain ratio (goal at N = 3: <= 1.05).
 
-    python bench/step_time.py [--size 512] [--steps 2] [--rounds 3]
+    python3 -m bench.step_time [--size 512] [--steps 2] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import comfy_env  # noqa: E402
+from harness import comfy_env
 
 EDITS = ["wolf -> brown-colored goat", "moon -> moon made of gold", "mountain -> snowy volcano"]
 
@@ -29,9 +27,10 @@ def main(argv=None) -> int:
     comfy_env.prepare_comfy()
     comfy_env.register_pack()
 
-    import torch
     import comfy.sample
-    import random_models
+    import torch
+
+    from harness import random_models
     from leakfree_edit.nodes.background_blend import LatentBackgroundBlend
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
     from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention

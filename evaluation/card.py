@@ -1,8 +1,13 @@
-"""A table drawn as a small picture (the IMAGE output of the Leakage Metrics node). No ComfyUI imports."""
+"""The Leakage Metrics node's table, as markdown and drawn as a small picture (its IMAGE output). No ComfyUI imports."""
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from .ale_metrics import METRICS, EditScores
+from .report import HEADS, markdown_table, means, number
+
+BETTER = "lower is better: TELS, TILS, Structure Distance, LPIPS, MSE; higher: the others"
 
 
 def table_card(rows: list[list[str]], notes: list[str] = (), font_size: int = 14, margin: int = 10, gap: int = 16) -> np.ndarray:
@@ -30,3 +35,17 @@ def table_card(rows: list[list[str]], notes: list[str] = (), font_size: int = 14
         draw.text((margin, y), note, fill=(110, 30, 30), font=font)
         y += step
     return np.asarray(canvas).astype(np.float32) / 255.0
+
+
+def scores_table(scores: list[EditScores], targets: list[str], notes: list[str] = ()) -> tuple[str, np.ndarray]:
+    """One row per image (and their mean when there are several): ALE's metrics, then each target's CLIPScore; as a
+    markdown table with ``notes`` below it, and as a card."""
+    columns = [*METRICS, *(f"CLIP '{target}'" for target in targets)]
+    rows = [{**s.values, **{f"CLIP '{t}'": v for t, v in s.per_object}} for s in scores]
+    body = [[str(i), *(number(c, row[c]) for c in columns)] for i, row in enumerate(rows)]
+    if len(rows) > 1:
+        body.append(["mean", *(number(c, v) for c, v in means(rows, columns).items())])
+    head = ["image", *(HEADS.get(c, c) for c in columns)]
+    text = markdown_table(head, body) + "".join(f"\n\n{note}" for note in notes)
+    plain = [h.replace(" ↓", "").replace(" ↑", "") for h in head]  # the card's font has no arrows
+    return text, table_card([plain, *body], [BETTER, *notes])

@@ -7,7 +7,7 @@ import comfy.sample
 import comfy.samplers
 
 from ..attention.region_attention import layer_size, split_heads
-from ..masking.from_attention import AttentionCapture
+from ..attention.localisation import AttentionCapture
 from .patching import percent_to_sigma, plain_attention, wrap_blocks
 
 NOISE_RANGE = (0.5, 0.8)  # sampling progress of the capture timesteps: noisy enough to read, clean enough to see the layout

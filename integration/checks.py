@@ -61,15 +61,27 @@ def check_schedule(node: str, start_percent: float, end_percent: float) -> None:
         raise NodeInputError(problem)
 
 
-def check_masks(masks, plan: EditPlan, node: str) -> torch.Tensor:
-    """One mask per plan object, or one such set per image of a batch (image-major, as the mask nodes give)."""
-    if masks is None or masks.ndim != 3 or masks.shape[0] == 0 or masks.shape[0] % len(plan):
+def mask_sets(masks, objects: list[str], node: str, hint: str = "") -> torch.Tensor:
+    """``masks`` ``[I * N, H, W]`` as ``[I, N, H, W]``: one mask per object, or one such set per image of a batch
+    (image-major, as the mask nodes give them); an error naming the node and the objects otherwise."""
+    if masks is None or masks.ndim != 3 or masks.shape[0] == 0 or masks.shape[0] % len(objects):
         count = 0 if masks is None else (masks.shape[0] if masks.ndim == 3 else 1)
         raise NodeInputError(
-            f"{node}: got {count} object masks for {len(plan)} objects ({', '.join(plan.objects)}). "
+            f"{node}: got {count} object masks for {len(objects)} objects ({', '.join(objects)}). "
             "Connect the 'object_masks' output of a LeakFree Object Masks node built from the same edit plan "
-            "(one mask per object, or one set per image of a batch)."
+            f"(one mask per object, or one set per image of a batch){hint}."
         )
+    return masks.unflatten(0, (-1, len(objects)))
+
+
+def objects_of(plan: EditPlan | None, masks: torch.Tensor) -> list[str]:
+    """The plan's objects; without a plan, every mask is an object of one set."""
+    return list(plan.objects) if plan is not None else [f"object {i + 1}" for i in range(masks.shape[0] if masks.ndim == 3 else 1)]
+
+
+def check_masks(masks, plan: EditPlan, node: str) -> torch.Tensor:
+    """The masks as given (``[I * N, H, W]``), once :func:`mask_sets` accepts them for ``plan``."""
+    mask_sets(masks, plan.objects, node)
     return masks
 
 

@@ -20,7 +20,7 @@ from .errors import NodeInputError
 
 
 @dataclass
-class _Run:
+class SamplingRun:
     """What one sampling run of the guider tracks between model calls."""
 
     lock: StructureLock | None  # the structure lock's sigma window for this run's schedule, or none
@@ -52,7 +52,7 @@ class DualBranchCFGGuider(comfy.samplers.CFGGuider):
         self.node = node
         self.background = background
         self.start = start
-        self.run: _Run | None = None
+        self.run: SamplingRun | None = None
 
     def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, *args, **kwargs):
         if tuple(latent_image.shape) != tuple(self.source_latent.shape):
@@ -67,7 +67,7 @@ class DualBranchCFGGuider(comfy.samplers.CFGGuider):
                 "plain VAE Encode latent, not one from Latent Background Blend or Set Latent Noise Mask."
             )
         steps = sigmas.detach().float().cpu()
-        self.run = _Run(lock=structure_lock(steps, self.schedule), sigmas=steps)
+        self.run = SamplingRun(lock=structure_lock(steps, self.schedule), sigmas=steps)
         kept = self.model_options
         self.model_options = self._options_with_lock(self.run.lock)
         start = torch.zeros_like(latent_image) if self.start == "noise" else latent_image

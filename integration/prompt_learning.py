@@ -17,8 +17,9 @@ from ..attention.ore import substitute_spans
 from ..attention.plan import EditPlan
 from ..attention.prompt_learning import SourcePrompt
 from ..attention.tokens import inner_tokens
-from ..masking.clusters import clustered_background
-from ..masking.from_attention import AttentionCapture, downsampled_grid
+from ..attention.clustering import clustered_background
+from ..attention.localisation import AttentionCapture
+from ..masking.ops import downsampled_grid
 from .capture import capture_attention
 from .encoding import encode_source, encode_substituted_source, plan_token_windows, split_windows
 from .errors import NodeInputError

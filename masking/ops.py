@@ -157,18 +157,21 @@ def multiscale_foreground(union: torch.Tensor, height: int, width: int, factors=
     return foreground
 
 
-def layer_grid(latent_hw: tuple[int, int], tokens: int) -> tuple[int, int]:
-    """The (h, w) of a UNet layer with ``tokens`` pixels for a latent of size ``latent_hw``.
+def downsampled_grid(latent_hw: tuple[int, int], factor: int) -> tuple[int, int]:
+    """The (h, w) of the UNet level ``factor`` (a power of 2) times smaller than the latent.
 
     UNet downsamplers are stride-2 convolutions with padding 1, so each level is
     ceil(previous / 2): 75x43 -> 38x22 -> 19x11 -> 10x6. Floor division is wrong on odd sizes.
     """
-    h, w = latent_hw
-    while h * w > tokens:
-        h, w = math.ceil(h / 2), math.ceil(w / 2)
-    if h * w != tokens:
-        raise ValueError(f"no UNet level of a {latent_hw[0]}x{latent_hw[1]} latent has {tokens} pixels")
+    (h, w), level = latent_hw, 1
+    while level < factor:
+        h, w, level = math.ceil(h / 2), math.ceil(w / 2), level * 2
     return h, w
+
+
+def downsampled_grids(latent_hw: tuple[int, int], factors=(2, 4)) -> set[tuple[int, int]]:
+    """The (h, w) of the UNet levels ``factors`` times smaller than the latent."""
+    return {downsampled_grid(latent_hw, factor) for factor in factors}
 
 
 def preview_overlay(image: torch.Tensor, masks: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:

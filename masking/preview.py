@@ -1,6 +1,8 @@
 """Labelled mask previews (each object's mask in its own colour with its name on it) and attention heat panels."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -89,3 +91,32 @@ def heat_panel(image: torch.Tensor, heat: torch.Tensor, mask: torch.Tensor, labe
     draw.rectangle((left - 3, top - 3, right + 3, bottom + 3), fill=(0, 0, 0))
     draw.text((4, 4), label, fill=(255, 255, 255), font=font)
     return torch.from_numpy(np.asarray(canvas).astype(np.float32) / 255.0)
+
+
+@dataclass(frozen=True)
+class MapRow:
+    """One row of the Attention Map Preview: ``maps`` ``[R, N, h, w]`` of ``kind`` (target or source), a name and a leak
+    ``[R, N]`` per object."""
+
+    kind: str
+    maps: torch.Tensor
+    names: list[str]
+    leaks: torch.Tensor
+
+
+def attention_panels(image: torch.Tensor, sets: torch.Tensor, rows: list[MapRow]) -> tuple[torch.Tensor, list[str]]:
+    """Per image of ``maps`` (``image`` ``[B, H, W, 3]`` and mask ``sets`` ``[I, N, H, W]`` repeat when shorter), one heat
+    panel per object side by side, a strip per row; and a line per panel with its leak."""
+    panels, lines = [], []
+    for image_index in range(rows[0].maps.shape[0]):
+        picture, regions = image[image_index % image.shape[0]], sets[image_index % sets.shape[0]]
+        strips = []
+        for row in rows:
+            cells = []
+            for index, name in enumerate(row.names):
+                leak = float(row.leaks[image_index, index])
+                cells.append(heat_panel(picture, row.maps[image_index, index], regions[index], f"{name}: leak {leak:.3f}"))
+                lines.append(f"image {image_index}, {row.kind} {index + 1} ({name}): leak {leak:.4f} (share of its attention outside its region)")
+            strips.append(torch.cat(cells, dim=1))
+        panels.append(torch.cat(strips, dim=0))
+    return torch.stack(panels), lines

@@ -8,7 +8,7 @@ from ..integration.encoding import encode_source
 from ..integration.errors import NodeInputError
 from ..integration.patching import context_dim
 from ..integration.sockets import CATEGORY, EditPlan, object_mask_outputs
-from ..masking.from_attention import AttentionCapture, masks_from_attention
+from ..attention.localisation import AttentionCapture, masks_from_attention
 from ..masking.ops import background_mask
 from ..masking.preview import labelled_preview
 

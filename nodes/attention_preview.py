@@ -9,11 +9,11 @@ from ..attention import attention_maps as maps_module
 from ..attention.plan import EditPlanError
 from ..attention.region_attention import SigmaWindow
 from ..attention.tokens import plan_windows
-from ..integration.checks import check_schedule, schedule_problem
+from ..integration.checks import check_schedule, mask_sets, schedule_problem
 from ..integration.errors import NodeInputError
 from ..integration.patching import install_region_program, percent_to_sigma, program_with_regions
 from ..integration.sockets import CATEGORY, AttentionMaps, EditPlan, schedule_inputs
-from ..masking.preview import heat_panel
+from ..masking.preview import MapRow, attention_panels
 
 RECORDER = "Attention Map Recorder (LeakFree)"
 PREVIEW = "Attention Map Preview (LeakFree)"
@@ -24,7 +24,7 @@ MODE_HELP = {"model": "the model's own attention over the target prompt, RGB-CAM
 
 @dataclass(frozen=True)
 class AttentionRecording:
-    recorder: maps_module.AttentionMapRecorder
+    recorder: maps_module.TargetMapRecorder
     masks: torch.Tensor  # the program's object masks [I*N, H, W]
     count: int
     source: maps_module.SourceMapRecorder | None = None  # the dual branch's source rows, when a CLIP and edit plan were given
@@ -65,7 +65,7 @@ class AttentionMapRecorder(io.ComfyNode):
         patched = model.clone()
         program = program_with_regions(patched, RECORDER)
         window = SigmaWindow(sigma_start=percent_to_sigma(patched, start_percent), sigma_end=percent_to_sigma(patched, end_percent))
-        recorder = maps_module.AttentionMapRecorder(program.cross.spans, program.cross.tokens, program.cross.strict, window, maps)
+        recorder = maps_module.TargetMapRecorder(program.cross.spans, program.cross.tokens, program.cross.strict, window, maps)
         program, source = program.with_cross_observer(recorder), None
         if clip is not None and edit_plan is not None:
             try:
@@ -112,29 +112,15 @@ class AttentionMapPreview(io.ComfyNode):
                 "image of that sampler to this node's image input (so it runs after sampling), and check the recorder's "
                 "start/end percent cover some steps.")
         masks = recording.masks if object_masks is None else object_masks
-        if masks.shape[0] % recording.count:
-            raise NodeInputError(f"{PREVIEW}: {masks.shape[0]} object masks for {recording.count} objects. Connect one mask per edit "
-                                 "line (or one set per image), or leave object_masks empty.")
-        sets = masks.unflatten(0, (-1, recording.count))
-        labels = edit_plan.targets if edit_plan is not None and len(edit_plan) == recording.count else [f"object {i + 1}" for i in range(recording.count)]
-        rows = [("target", maps, labels, maps_module.outside_share(maps, sets))]
+        named = edit_plan is not None and len(edit_plan) == recording.count
+        objects = list(edit_plan.objects) if named else [f"object {i + 1}" for i in range(recording.count)]
+        sets = mask_sets(masks, objects, PREVIEW, ", or leave object_masks empty")
+        rows = [MapRow("target", maps, list(edit_plan.targets) if named else objects, maps_module.outside_share(maps, sets))]
         source = recording.source.averaged() if recording.source is not None else None
         if source is not None and source.shape[0] == maps.shape[0]:
-            names = [f"source {name}" for name in (edit_plan.objects if edit_plan is not None else labels)]
-            rows.append(("source", source, names, maps_module.outside_share(source, sets)))
-        panels, lines = [], []
-        for image_index in range(maps.shape[0]):
-            picture, regions = image[image_index % image.shape[0]], sets[image_index % sets.shape[0]]
-            strips = []
-            for kind, kind_maps, names, leaks in rows:
-                cells = []
-                for index, name in enumerate(names):
-                    leak = float(leaks[image_index, index])
-                    cells.append(heat_panel(picture, kind_maps[image_index, index], regions[index], f"{name}: leak {leak:.3f}"))
-                    lines.append(f"image {image_index}, {kind} {index + 1} ({name}): leak {leak:.4f} (share of its attention outside its region)")
-                strips.append(torch.cat(cells, dim=1))
-            panels.append(torch.cat(strips, dim=0))
+            rows.append(MapRow("source", source, [f"source {name}" for name in objects], maps_module.outside_share(source, sets)))
+        panels, lines = attention_panels(image, sets, rows)
         grids = ", ".join(f"{h}x{w}" for h, w in sorted(recording.recorder.sums))
         lines.append(f"maps: {recording.recorder.mode}; {len(recording.recorder.sigmas)} step(s); layers {grids}"
                      + ("; source branch recorded" if len(rows) > 1 else ""))
-        return io.NodeOutput(torch.stack(panels), "\n".join(lines))
+        return io.NodeOutput(panels, "\n".join(lines))

@@ -1,6 +1,7 @@
 """Latent Background Blend (ALE-Edit's BB) and the exact background paste after sampling."""
 from comfy_api.latest import io
 
+from ..integration.checks import mask_sets, objects_of
 from ..integration.errors import NodeInputError
 from ..integration.patching import percent_to_sigma
 from ..integration.sockets import CATEGORY, EditPlan
@@ -37,10 +38,8 @@ class LatentBackgroundBlend(io.ComfyNode):
 
     @classmethod
     def execute(cls, samples, object_masks, model, end_percent=1.0, feather=0, edit_plan=None):
-        per_image = len(edit_plan) if edit_plan is not None else object_masks.shape[0]
-        if object_masks.shape[0] % per_image:
-            raise NodeInputError(f"{BLEND_NODE}: {object_masks.shape[0]} masks do not split into sets of {per_image} (one per object of the plan).")
-        union = feather_mask(image_unions(object_masks, per_image), feather)
+        sets = mask_sets(object_masks, objects_of(edit_plan, object_masks), BLEND_NODE)
+        union = feather_mask(image_unions(object_masks, sets.shape[1]), feather)
         latent = dict(samples)
         latent["noise_mask"] = union
         patched = model.clone()

@@ -3,9 +3,9 @@ structure distance), computed as ALE-Edit's evaluation code does, from models in
 import torch
 from comfy_api.latest import io
 
-from ..evaluation.ale_metrics import METRICS, score_images
-from ..evaluation.card import table_card
-from ..evaluation.report import HEADS, markdown_table, means, number
+from ..evaluation.ale_metrics import score_images
+from ..evaluation.card import scores_table
+from ..integration.checks import mask_sets
 from ..integration.errors import NodeInputError
 from ..integration.metrics import ale_metrics, as_uint8, folder_state
 from ..integration.sockets import CATEGORY, EditPlan
@@ -42,11 +42,7 @@ class LeakageMetrics(io.ComfyNode):
 
     @classmethod
     def execute(cls, source, edited, object_masks, edit_plan):
-        count = len(edit_plan)
-        if object_masks.ndim != 3 or object_masks.shape[0] % count:
-            raise NodeInputError(f"{NODE}: got {object_masks.shape[0] if object_masks.ndim == 3 else 1} masks for {count} objects "
-                                 f"({', '.join(edit_plan.objects)}). Connect one mask per edit line (or one set per image).")
-        sets = object_masks.unflatten(0, (-1, count))
+        sets = mask_sets(object_masks, edit_plan.objects, NODE)
         if source.shape[0] not in (1, edited.shape[0]) or sets.shape[0] not in (1, edited.shape[0]):
             raise NodeInputError(f"{NODE}: {edited.shape[0]} edited images, {source.shape[0]} source images and {sets.shape[0]} mask "
                                  "sets: give one source (and mask set), or one per edited image.")
@@ -54,15 +50,5 @@ class LeakageMetrics(io.ComfyNode):
         edits = [(edit.source, edit.target) for edit in edit_plan.edits]
         scores = score_images(metrics, [as_uint8(s) for s in source], [as_uint8(e) for e in edited],
                               [[as_uint8(m) for m in masks] for masks in sets], edits)
-        columns = [*METRICS, *(f"CLIP '{target}'" for _, target in edits)]
-        rows = [{**s.values, **{f"CLIP '{t}'": v for t, v in s.per_object}} for s in scores]
-        body = [[str(i), *(number(c, row[c]) for c in columns)] for i, row in enumerate(rows)]
-        if len(rows) > 1:
-            body.append(["mean", *(number(c, v) for c, v in means(rows, columns).items())])
-        head = ["image", *(HEADS.get(c, c) for c in columns)]
-        notes = list(models.missing.values())
-        text = markdown_table(head, body) + "".join(f"\n\n{note}" for note in notes)
-        plain = [h.replace(" ↓", "").replace(" ↑", "") for h in head]  # the card's font has no arrows
-        better = "lower is better: TELS, TILS, Structure Distance, LPIPS, MSE; higher: the others"
-        card = torch.from_numpy(table_card([plain, *body], [better, *notes])).unsqueeze(0)
-        return io.NodeOutput(text, card)
+        text, card = scores_table(scores, [target for _, target in edits], list(models.missing.values()))
+        return io.NodeOutput(text, torch.from_numpy(card).unsqueeze(0))

@@ -1,6 +1,7 @@
 """Pixel Background Composite: the source image's own pixels outside the objects, after VAE Decode."""
 from comfy_api.latest import io
 
+from ..integration.checks import mask_sets, objects_of
 from ..integration.errors import NodeInputError
 from ..integration.sockets import CATEGORY, EditPlan
 from ..masking.composite import pixel_composite
@@ -36,11 +37,7 @@ class PixelBackgroundComposite(io.ComfyNode):
 
     @classmethod
     def execute(cls, edited, source, object_masks, feather=8, edit_plan=None):
-        per_image = len(edit_plan) if edit_plan is not None else object_masks.shape[0]
-        if object_masks.shape[0] % per_image:
-            raise NodeInputError(f"{NODE}: {object_masks.shape[0]} masks do not split into sets of {per_image} (one per object of the "
-                                 "plan). Connect the object_masks and edit_plan made from the same edit list.")
-        union = object_masks.unflatten(0, (-1, per_image)).amax(dim=1)
+        union = mask_sets(object_masks, objects_of(edit_plan, object_masks), NODE).amax(dim=1)
         try:
             image, weight = pixel_composite(edited, source, union, feather)
         except ValueError as error:

@@ -88,7 +88,7 @@ class DynamicPromptLearning(io.ComfyNode):
             raise NodeInputError(f"{NODE}: attention_grid is {attention_grid!r}; choose one of {', '.join(GRIDS)}.")
         settings = LearningSettings(iterations=iterations, learning_rate=learning_rate, weight_decay=weight_decay,
                                     grid_factor=GRIDS[attention_grid], **terms)
-        background = background_mask(model, clip, edit_plan, settings, clusters, cluster_threshold, object_masks, source_latent)
+        background = learning_background(model, clip, edit_plan, settings, clusters, cluster_threshold, object_masks, source_latent)
         source = LearnedSourcePrompt(clip, edit_plan, nouns, NODE)
         patched = model.clone()
         program = program_with_regions(patched, NODE)
@@ -103,7 +103,7 @@ class DynamicPromptLearning(io.ComfyNode):
         return io.NodeOutput(patched)
 
 
-def background_mask(model, clip, plan, settings, clusters, threshold, object_masks, source_latent):
+def learning_background(model, clip, plan, settings, clusters, threshold, object_masks, source_latent):
     """1 - the union of the object masks, DPL's clustered self-attention background, or None when the term is off."""
     if not settings.background.weight:
         return None

@@ -2,9 +2,9 @@
 process, models loaded once), score them as ALE-Edit's evaluation code does, and print ALE-Edit's Table 1 layout
 beside the paper's figures, with the means per object count and edit type.
 
-    python3 scripts/ale_bench.py --bench /path/to/ale_bench --ckpt ~/models/checkpoints/dreamshaper_7.safetensors
-    python3 scripts/ale_bench.py --bench ../shared/ale_bench --objects 2 --types color --images artificial_img03
-    python3 scripts/ale_bench.py --bench /path/to/ale_bench --evaluate-only /path/to/ALE/results   # score existing edits
+    python3 -m scripts.ale_bench --bench /path/to/ale_bench --ckpt ~/models/checkpoints/dreamshaper_7.safetensors
+    python3 -m scripts.ale_bench --bench ../shared/ale_bench --objects 2 --types color --images artificial_img03
+    python3 -m scripts.ale_bench --bench /path/to/ale_bench --evaluate-only /path/to/ALE/results   # score existing edits
 
 --bench is a folder in ALE-Bench's layout (images/, masks/<image>/<object>_mask.png, prompts/<n>/<type>/*.json).
 The workflow (default: api_workflows/edit_painted_masks_sd15.json) gets each edit's image and edit list; a
@@ -26,7 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import comfy_env
+from harness import comfy_env
+from harness.runner import Runner, set_inputs
+from pipelines.comfyui import ROOT
 
 comfy_env.register_pack()
 from leakfree_edit.evaluation import bench as ale_bench  # noqa: E402
@@ -34,7 +36,7 @@ from leakfree_edit.evaluation import report  # noqa: E402
 from leakfree_edit.evaluation.ale_metrics import AleMetrics  # noqa: E402
 from leakfree_edit.evaluation.models import DINO_FILES, load_metric_models  # noqa: E402
 
-DEFAULT_WORKFLOW = comfy_env.ROOT / "api_workflows" / "edit_painted_masks_sd15.json"
+DEFAULT_WORKFLOW = ROOT / "api_workflows" / "edit_painted_masks_sd15.json"
 PAINTED = "LeakFreeObjectMasksPainted"
 MASK_NODES = (PAINTED, "LeakFreeObjectMasksGroundedSAM", "LeakFreeMasksFromAttention")
 SEED_INPUTS = ("seed", "noise_seed")
@@ -128,16 +130,15 @@ def saved_image(outputs: dict, output_dir: Path) -> Path:
 
 
 def run_in_process(bench: Path, edits: list[ale_bench.BenchEdit], template: dict, results: Path, args) -> list[str]:
-    """Every edit through ComfyUI's executor in this process (``run_workflow.Runner``); returns the failures."""
+    """Every edit through ComfyUI's executor in this process (``harness.runner.Runner``); returns the failures."""
     import folder_paths
-    import run_workflow
 
     scratch = Path(tempfile.mkdtemp(prefix="leakfree-ale-bench-"))
     (scratch / "input").mkdir()
     (scratch / "output").mkdir()
     folder_paths.set_input_directory(str(scratch / "input"))
     folder_paths.set_output_directory(str(scratch / "output"))
-    runner, failures = run_workflow.Runner(), []
+    runner, failures = Runner(), []
     todo = [e for e in edits if args.overwrite or not e.result(results).exists()]
     print(f"editing {len(todo)} of {len(edits)} edits ({len(edits) - len(todo)} already in {results})", flush=True)
     started = time.perf_counter()
@@ -210,14 +211,12 @@ def main(argv=None) -> int:
         if args.ckpt:
             folder_paths.add_model_folder_path("checkpoints", str(args.ckpt.resolve().parent), is_default=True)
         else:
-            import model_files
+            from harness import model_files
 
             random_checkpoint = model_files.write_model_files(Path(tempfile.mkdtemp(prefix="leakfree-models-")), only=("checkpoints",))["checkpoints"]
             folder_paths.add_model_folder_path("checkpoints", str(random_checkpoint.parent), is_default=True)
             notes.append("random-weight SD1.5 checkpoint (no --ckpt): a dry run, the numbers are meaningless")
-        import run_workflow
-
-        template = run_workflow.set_inputs(json.loads(args.workflow.read_text()), ckpt_name=args.ckpt.name if args.ckpt else None)
+        template = set_inputs(json.loads(args.workflow.read_text()), ckpt_name=args.ckpt.name if args.ckpt else None)
         if args.pixel_composite is not None:
             template = with_pixel_composite(template, args.pixel_composite)
         failures = run_in_process(args.bench, edits, template, results, args)

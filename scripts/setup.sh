@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up this Python to run the tests, the benchmarks and the headless runner against a real ComfyUI:
-# the ComfyUI checkout under test (see scripts/comfy_env.py for where it is found), its requirements,
+# the ComfyUI checkout under test (see pipelines/comfyui.py for where it is found), its requirements,
 # and the pack's. Installs only what is missing: a second run takes seconds. torch is installed only
 # when absent (a ComfyUI user's own torch is never replaced).
 set -euo pipefail
@@ -22,7 +22,7 @@ pip_install() {  # quiet, but a failure shows pip's whole output
 install_unmet() {  # install_unmet LABEL FILE... [--skip NAME...]: install the requirement lines not yet satisfied
   local label=$1 missing
   shift
-  missing=$(python3 scripts/comfy_env.py unmet "$@")
+  missing=$(python3 -m harness.comfy_env unmet "$@")
   if [ -n "$missing" ]; then
     say "installing $label: $(echo $missing)"
     # shellcheck disable=SC2086
@@ -32,7 +32,7 @@ install_unmet() {  # install_unmet LABEL FILE... [--skip NAME...]: install the r
 }
 
 say "finding the ComfyUI under test (unpacking it the first time can take a minute)"
-comfy=$(python3 scripts/comfy_env.py locate)
+comfy=$(python3 -m harness.comfy_env locate)
 
 if ! python3 -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('torch') and u.find_spec('torchvision')))"; then
   say "installing torch 2.14.1 and torchvision 0.29.1 (several GB the first time)"
@@ -43,7 +43,7 @@ install_unmet "ComfyUI's requirements" "$comfy/requirements.txt" --skip torch to
 # The server imports requests, which ComfyUI's requirements.txt does not list.
 install_unmet "what ComfyUI's server imports" <(echo requests)
 install_unmet "the pack's and the tests' requirements" requirements-dev.txt
-missing=$(python3 scripts/comfy_env.py unmet requirements-nodeps.txt)
+missing=$(python3 -m harness.comfy_env unmet requirements-nodeps.txt)
 if [ -n "$missing" ]; then
   say "installing without dependencies: $(echo $missing)"
   # shellcheck disable=SC2086
@@ -51,7 +51,7 @@ if [ -n "$missing" ]; then
   installed+=($missing)
 fi
 
-version=$(python3 -c "import sys; sys.path.insert(0, 'scripts'); import comfy_env; print(comfy_env.comfyui_version(comfy_env.find_comfyui()))")
+version=$(python3 -c "from pipelines.comfyui import comfyui_version, find_comfyui; print(comfyui_version(find_comfyui()))")
 browser=$(command -v chromium || true)
 [ -n "$browser" ] || browser="none (the browser tests need Debian's chromium: apt-get install chromium)"
 what="nothing new"

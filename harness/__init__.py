@@ -1,0 +1,18 @@
+"""Test support and the ComfyUI environment for the tests, the benchmarks and the scripts (not loaded by ComfyUI).
+
+    comfy_env.py           ComfyUI set up in this process as its server sets itself up; the pack registered as
+                           ``leakfree_edit``; the requirement check setup.sh runs
+    random_models.py       random-weight models from ComfyUI's own classes (SD1.5, SDXL, Flux; CLIPs, VAE)
+    model_files.py         the same in the real file formats, where a user's files would be
+    metric_model_files.py  random-weight metric models (CLIP, DINO, SqueezeNet) in their release formats
+    runner.py              ComfyUI's executor in this process, for API-format graphs
+    server.py              ComfyUI's real server on loopback, in a scratch base folder
+    browser.py             Chromium driving ComfyUI's frontend (Playwright)
+    ui_workflow.py         the UI-format twin of an API-format workflow
+    editing.py, gsam_models.py, batches.py   test material: the example edit, tiny Grounded-SAM models, batches
+    fixtures.py            the pytest fixtures every tier shares (tests/conftest.py loads it)
+    custom_nodes/          test-only node files the test server loads
+
+Importing this package imports nothing of ComfyUI; the modules that need it (random_models) say so, the others
+import it lazily after :func:`comfy_env.prepare_comfy`.
+"""

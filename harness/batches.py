@@ -1,0 +1,33 @@
+"""Batches for the pipeline tests: a folder of example edits in ALE-Bench's layout, and the batch command run as users
+run it (``python3 -m scripts.batch_edit`` in the pack's folder)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from pipelines.comfyui import ROOT
+
+COLOURS = ["red", "green", "cyan", "gray", "brown", "black", "pink", "gold"]
+
+
+def ale_layout(folder: Path, example_inputs: Path, jobs: int) -> Path:
+    """A folder in ALE-Bench's layout with ``jobs`` edits of the example image: half one object, half two."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks" / "artificial_img03").mkdir(parents=True)
+    (folder / "images" / "artificial_img03.jpg").write_bytes((example_inputs / "artificial_img03.jpg").read_bytes())
+    for name in ("wolf", "moon"):
+        (folder / "masks" / "artificial_img03" / f"{name}_mask.png").write_bytes((example_inputs / f"{name}_mask.png").read_bytes())
+    for count in (1, 2):
+        edits = [[["wolf", f"{c}-colored wolf"]] + ([["moon", f"{COLOURS[-1 - i]}-colored moon"]] if count == 2 else [])
+                 for i, c in enumerate(COLOURS[count - 1::2][: jobs // 2])]
+        prompts = {"image": "artificial_img03", "prompts": [{"index": i, "editing_types": ["color"], "edits": e} for i, e in enumerate(edits)]}
+        (folder / "prompts" / str(count) / "color").mkdir(parents=True)
+        (folder / "prompts" / str(count) / "color" / "artificial_img03_prompts.json").write_text(json.dumps(prompts))
+    return folder
+
+
+def run_batch(*args, wait=True, timeout=900):
+    command = [sys.executable, "-m", "scripts.batch_edit", *map(str, args)]
+    if not wait:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)

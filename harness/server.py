@@ -1,0 +1,76 @@
+"""A real ComfyUI server for the end-to-end tests: ``main.py --cpu`` on a free loopback port, in a scratch base folder.
+
+The base folder holds random-weight model files in the real formats (harness/model_files.py), the pack linked into
+``custom_nodes/`` under the name users clone it as, and the test-only node files of harness/custom_nodes/. The
+server runs with the pack's folder on ``PYTHONPATH`` so that those files import the harness. Nothing is written
+into the ComfyUI checkout itself (the database is in memory).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+from pipelines.comfyui import PACK_FOLDER, ROOT, LocalComfyUI
+
+TEST_NODES = Path(__file__).with_name("custom_nodes")
+
+
+class ComfyServer(LocalComfyUI):
+    def __init__(self, comfyui: Path, base: Path, pack: Path, name: str = "server", port: int | None = None):
+        self.base = base
+        custom_nodes = base / "custom_nodes"
+        custom_nodes.mkdir(parents=True, exist_ok=True)
+        test_nodes = [(file.name, file) for file in sorted(TEST_NODES.glob("*_node.py"))]
+        for link, target in [(PACK_FOLDER, pack), *test_nodes]:
+            if not (custom_nodes / link).exists():
+                (custom_nodes / link).symlink_to(target)
+        super().__init__(comfyui, ["--cpu", "--use-pytorch-cross-attention", "--base-directory", str(base),
+                                   "--database-url", "sqlite:///:memory:"], base / f"{name}.log", port,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return requests.get(f"{self.url}{path}", timeout=60, **kwargs)
+
+    def upload(self, path: Path, name: str | None = None, subfolder: str = "") -> dict:
+        with open(path, "rb") as file:
+            response = requests.post(f"{self.url}/upload/image", files={"image": (name or path.name, file)},
+                                     data={"overwrite": "true", "subfolder": subfolder}, timeout=60)
+        response.raise_for_status()
+        return response.json()
+
+    def queue(self, graph: dict) -> dict:
+        """POST /prompt; returns the server's answer (prompt_id, or error and node_errors when validation fails)."""
+        response = requests.post(f"{self.url}/prompt", json={"prompt": graph, "client_id": str(uuid.uuid4())}, timeout=60)
+        return response.json()
+
+    def wait(self, prompt_id: str, timeout: float = 600) -> dict:
+        """The /history entry of ``prompt_id`` once it finished (status 'success' or 'error')."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            entry = self.get(f"/history/{prompt_id}").json().get(prompt_id)
+            if entry and entry.get("status", {}).get("completed") is not None and entry["status"].get("status_str") in ("success", "error"):
+                return entry
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+            time.sleep(0.5)
+        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s:\n{self.log()[-3000:]}")
+
+    def run(self, graph: dict, timeout: float = 600) -> dict:
+        answer = self.queue(graph)
+        if "prompt_id" not in answer:
+            raise AssertionError(f"the server refused the graph: {json.dumps(answer, indent=1)[:3000]}")
+        return self.wait(answer["prompt_id"], timeout)
+
+    def image_bytes(self, entry: dict) -> list[bytes]:
+        """The bytes of every saved output image of a finished prompt, through /view."""
+        images = [image for output in entry["outputs"].values() for image in output.get("images", []) if image["type"] == "output"]
+        return [self.get("/view", params=image).content for image in images]
+
+
+def execution_error(entry: dict) -> dict | None:
+    return next((data for event, data in entry["status"].get("messages", []) if event == "execution_error"), None)

@@ -1,0 +1,82 @@
+"""Example workflows: each UI graph is the drag-and-drop twin of its API graph, ComfyUI's own validation accepts every
+API graph of the repo and of the previous release (0.1.0), and the headless runner runs one."""
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from harness import comfy_env, ui_workflow
+from pipelines.comfyui import ROOT
+
+API_WORKFLOWS = sorted((ROOT / "api_workflows").glob("*.json"))
+RELEASE = Path(__file__).with_name("data") / "release_0.1.0"  # the workflows as the previous release shipped them
+MODEL_FOLDERS = ("checkpoints", "loras", "grounding-dino", "sams", "bert-base-uncased", "diffusion_models", "text_encoders", "vae")
+
+
+@pytest.fixture(scope="module")
+def classes():
+    return comfy_env.load_nodes()
+
+
+@pytest.fixture(scope="module")
+def validation(classes, server_base):
+    """ComfyUI's prompt validation in this process, seeing the random-weight model files and the example inputs."""
+    import execution
+    import folder_paths
+
+    for folder in MODEL_FOLDERS:
+        folder_paths.add_model_folder_path(folder, str(server_base / "models" / folder))
+    folder_paths.set_input_directory(str(ROOT / "example_inputs"))
+    return lambda graph: asyncio.run(execution.validate_prompt("validation", graph, None))
+
+
+@pytest.mark.parametrize("path", API_WORKFLOWS + sorted((RELEASE / "api").glob("*.json")), ids=lambda p: f"{p.parent.parent.name}/{p.stem}")
+def test_comfyuis_validation_accepts_the_api_workflow(path, validation):
+    valid, error, outputs, node_errors = validation(json.loads(path.read_text()))
+    assert valid and outputs, json.dumps([error, node_errors], indent=1)
+
+
+@pytest.mark.parametrize("path", sorted((RELEASE / "ui").glob("*.json")), ids=lambda p: p.stem)
+def test_a_saved_workflow_of_the_previous_release_keeps_its_widgets(path, classes):
+    """Written from today's node definitions, the previous release's API graph gives its saved UI graph: the same
+    nodes, links, inputs and widget order, new widgets only appended after the saved ones (optional, at their
+    defaults), so the saved file loads with every value in its place. Sizes and places may grow with the widgets."""
+    api = json.loads((RELEASE / "api" / path.name).read_text())
+    saved, today = json.loads(path.read_text()), ui_workflow.to_ui(api, classes)
+    layout = ("size", "pos", "widgets_values")
+    assert {k: v for k, v in saved.items() if k != "nodes"} == {k: v for k, v in today.items() if k != "nodes"}
+    assert len(saved["nodes"]) == len(today["nodes"])
+    for old, new in zip(saved["nodes"], today["nodes"]):
+        assert {k: v for k, v in old.items() if k not in layout} == {k: v for k, v in new.items() if k not in layout}
+        kept, added = new.get("widgets_values", [])[: len(old.get("widgets_values", []))], new.get("widgets_values", [])[len(old.get("widgets_values", [])):]
+        assert kept == old.get("widgets_values", []), old["type"]
+        optional = classes[old["type"]].INPUT_TYPES().get("optional", {})
+        defaults = [spec[1].get("default") for spec in optional.values() if len(spec) > 1 and "default" in spec[1]]
+        assert added == defaults[len(defaults) - len(added):], (old["type"], added)  # the newest optional widgets, at their defaults
+
+
+@pytest.mark.parametrize("path", API_WORKFLOWS, ids=lambda p: p.stem)
+def test_ui_twin_describes_the_same_graph(path, classes):
+    ui = ui_workflow.ui_path(path)
+    assert json.loads(ui.read_text()) == ui_workflow.to_ui(json.loads(path.read_text()), classes), f"regenerate: python3 -m scripts.ui_workflow {path}"
+
+
+def test_headless_runner_runs_the_example_with_comfyuis_executor(tmp_path):
+    command = [sys.executable, "-m", "scripts.run_workflow", "--size", "128", "--steps", "2", "--output-dir", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    saved = list(tmp_path.glob("LeakFreeEdit_*.png"))
+    assert len(saved) == 1 and Image.open(saved[0]).size == (128, 128)
+    assert "done in" in done.stdout
+
+
+def test_headless_runner_reports_a_node_error_as_the_app_does(tmp_path):
+    command = [sys.executable, "-m", "scripts.run_workflow", "--size", "128", "--steps", "1", "--edits", "wolf goat",
+               "--output-dir", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert done.returncode == 1
+    assert "LeakFreeObjectRestrictedEncode" in done.stderr and "line 1" in done.stderr, done.stderr[-3000:]
