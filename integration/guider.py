@@ -136,7 +136,7 @@ class BranchBatch:
             raise NodeInputError(
                 f"{self.node}: ComfyUI split the batch into several UNet calls (not enough free memory), so the target rows "
                 "could not take their source rows' queries and keys. Free memory (smaller image or batch, other models "
-                "unloaded) or set self_attention_schedule to custom 0.0 to sample without the lock."
+                "unloaded) or set the lock's schedule to custom 0.0 to sample without the lock."
             )
         chunks = args["input"].chunk(len(slots))
         inputs = torch.cat([self.x_s if slot in SOURCE_SLOTS else chunk for slot, chunk in zip(slots, chunks)])

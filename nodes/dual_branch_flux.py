@@ -26,10 +26,10 @@ class DualBranchGuiderFlux(io.ComfyNode):
             node_id="LeakFreeDualBranchGuiderFlux",
             display_name=NODE,
             category=f"{CATEGORY}/sampling",
-            description="FlowEdit's inversion-free dual branch on Flux as a GUIDER for SamplerCustomAdvanced (euler): the edit path "
-                        "starts at the source latent and moves by the difference of the target's and the source's velocities, both "
-                        "branches in one batched model call per step; the target's image tokens can take the source's queries and keys "
-                        "for the first steps (structure lock). Connect the same source latent to the sampler's latent_image.",
+            description="FlowEdit's inversion-free dual branch on Flux as a GUIDER for SamplerCustomAdvanced (euler): the edit starts "
+                        "at the source latent and moves by the target's minus the source's velocity, both branches in one model call "
+                        "per step, the target's image tokens on the source's queries and keys for the first steps. Connect the same "
+                        "source latent to the sampler.",
             inputs=[
                 io.Model.Input("model", tooltip="Flux (dev or schnell), after Region-Guided Joint Attention and any LoRAs (it is cloned, never changed)."),
                 io.Conditioning.Input("source", tooltip="The 'source' output of Object-Restricted Encode for Flux (or any prompt describing the source image)."),
