@@ -134,7 +134,7 @@ class BranchBatch:
             )
         if self.lock and any(slot in slots and partner not in slots for slot, partner in SOURCE_OF.items()):
             raise NodeInputError(
-                f"{self.node}: ComfyUI split the batch into several UNet calls (not enough free memory), so the target rows "
+                f"{self.node}: ComfyUI split the batch into several model calls (not enough free memory), so the target rows "
                 "could not take their source rows' queries and keys. Free memory (smaller image or batch, other models "
                 "unloaded) or set the lock's schedule to custom 0.0 to sample without the lock."
             )

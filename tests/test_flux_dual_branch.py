@@ -244,7 +244,9 @@ def test_the_lock_gives_the_target_the_sources_image_queries_and_keys_in_locked_
 
 def test_the_plain_model_is_untouched_after_a_run(models, prompts):
     """The guider and the routing patch clone: the input Flux keeps its options, and a plain sample after edits (the
-    guider on the model itself, and on its routed clone) equals the one before them."""
+    guider on the model itself, and on its routed clone) equals the one before them and a freshly built model's."""
+    import random_models
+
     plain = models.flux()
     options = repr(plain.model_options)
     cond = encode(models.flux_clip(), "a goat under a golden moon")
@@ -254,7 +256,8 @@ def test_the_plain_model_is_untouched_after_a_run(models, prompts):
         edited = run(guider_for(model, prompts["source"], prompts["target"], object_masks=MASKS, lock_schedule="color"))
         assert (edited - source_latent()).abs().max() > 1e-3
     assert repr(plain.model_options) == options and not plain.wrappers
-    assert torch.equal(sample(plain, cond, cond, latent, 1.0), before)
+    after = sample(plain, cond, cond, latent, 1.0)
+    assert torch.equal(after, before) and torch.equal(after, sample(random_models.flux(), cond, cond, latent, 1.0))
 
 
 def test_schnell_has_no_guidance_input_and_runs_the_same_loop(models, prompts):
