@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import torch
 
-# FlowEdit's Flux settings (FLUX_exp.yaml and FlowEditFLUX's defaults): T 28, n_max 24, n_min 0, n_avg 1, guidance 1.5 / 5.5.
-FLUX_DEFAULTS = {"steps": 28, "n_max": 24, "n_min": 0, "noise_samples": 1, "source_guidance": 1.5, "target_guidance": 5.5}
+# FlowEdit's Flux settings (FLUX_exp.yaml and FlowEditFLUX's defaults) besides T = 28, the steps of the scheduler.
+FLUX_DEFAULTS = {"n_max": 24, "n_min": 0, "noise_samples": 1, "source_guidance": 1.5, "target_guidance": 5.5}
 
 
 def skipped_steps(steps: int, n_max: int) -> int:

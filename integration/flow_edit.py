@@ -142,9 +142,10 @@ def check_euler(sampler, node: str) -> None:
         )
 
 
-def flux_branches(source, target, object_masks, node: str) -> tuple[torch.Tensor | None, int]:
-    """Check the branches' conditionings; return the object masks checked against the target's edit plan (when it
-    has one: Object-Restricted Encode for Flux's) and the masks per image."""
+def check_flux_branches(source, target, object_masks, locked: bool, node: str) -> tuple[torch.Tensor | None, int]:
+    """Check the branches' conditionings (``locked``: the structure lock will need both in one model call); return the
+    object masks checked against the target's edit plan (when it has one: Object-Restricted Encode for Flux's) and the
+    masks per image."""
     if not source:
         raise NodeInputError(f"{node}: the source conditioning is empty. Connect the 'source' output of Object-Restricted Encode for Flux.")
     payload = None
@@ -159,9 +160,10 @@ def flux_branches(source, target, object_masks, node: str) -> tuple[torch.Tensor
         raise NodeInputError(f"{node}: the 'source' input got the target conditioning (it carries the per-object encodings). Connect "
                              "Object-Restricted Encode for Flux's 'source' output to source and its 'target' output to target.")
     lengths = {tensor.shape[1] for tensor, _ in (*source, *target)}
-    if len(lengths) > 1:
+    if locked and len(lengths) > 1:
         raise NodeInputError(f"{node}: the source and target prompts are {' and '.join(map(str, sorted(lengths)))} T5 tokens long; the "
-                             "branches share one model call, which needs one length. Keep both prompts within T5's 256-token window.")
+                             "structure lock needs both branches in one model call, which needs one length. Keep both prompts within "
+                             "T5's 256-token window, or set the lock to custom 0.0.")
     if object_masks is None:
         return None, 0
     if payload is not None:

@@ -5,7 +5,7 @@ from comfy_api.latest import io
 from ..attention.dual_branch import lock_fraction
 from ..attention.flow_edit import FLUX_DEFAULTS
 from ..integration.errors import NodeInputError
-from ..integration.flow_edit import FlowEditGuider, FlowEditSettings, flux_branches, with_guidance
+from ..integration.flow_edit import FlowEditGuider, FlowEditSettings, check_flux_branches, with_guidance
 from ..integration.flux import check_flux_model, install_joint_wrapper
 from ..integration.guider import background_blending, source_samples
 from ..integration.sockets import CATEGORY, structure_lock_inputs
@@ -71,14 +71,15 @@ class DualBranchGuiderFlux(io.ComfyNode):
         problem = cls.validate_inputs(n_max, n_min)
         if problem is not True:
             raise NodeInputError(problem)
-        masks, per_image = flux_branches(source, target, object_masks, NODE)
+        lock = lock_fraction(lock_schedule, custom_schedule)
+        masks, per_image = check_flux_branches(source, target, object_masks, lock > 0, NODE)
         latent = source_samples(source_latent, NODE)
         patched = model.clone()
         install_joint_wrapper(patched)
         background = None
         if masks is not None:
             background = background_blending(patched, masks, per_image, latent, feather, "exact", blend_end_percent, NODE)
-        settings = FlowEditSettings(n_max, n_min, noise_samples, lock_fraction(lock_schedule, custom_schedule))
+        settings = FlowEditSettings(n_max, n_min, noise_samples, lock)
         guider = FlowEditGuider(patched, latent, settings, NODE, background)
         guider.inner_set_conds({"positive": with_guidance(target, target_guidance), "source": with_guidance(source, source_guidance)})
         return io.NodeOutput(guider)

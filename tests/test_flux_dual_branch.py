@@ -287,7 +287,7 @@ def test_bad_inputs_get_clear_errors(models, prompts):
         (dict(target=sd_target), r"encoded for SD1.5/SDXL .*Object-Restricted Encode for Flux"),
         (dict(source=target, target=plain_target), r"'source' input got the target conditioning"),
         (dict(source=[]), r"source conditioning is empty"),
-        (dict(source=long_source), r"256 and \d+ T5 tokens long"),
+        (dict(source=long_source, lock_schedule="object"), r"256 and \d+ T5 tokens long; the structure lock needs both branches"),
         (dict(object_masks=MASKS[:1]), r"got 1 object masks for 2 objects"),
         (dict(n_max=2, n_min=3), r"n_min \(3\) is above n_max \(2\)"),
         (dict(latent=torch.zeros(LATENT)), r"empty"),
@@ -298,6 +298,8 @@ def test_bad_inputs_get_clear_errors(models, prompts):
         with pytest.raises(NodeInputError, match=r"^Dual-Branch Edit Guider for Flux \(LeakFree\): .*" + message):
             guider_for(arguments.pop("model"), arguments.pop("source"), arguments.pop("target"), **arguments)
     assert DualBranchGuiderFlux.validate_inputs(n_max=2, n_min=3) != True  # shown before the run
+    unlocked = run(guider_for(flux, long_source, target))  # without the lock the branches may run in two model calls
+    assert unlocked.shape == LATENT
     guider = guider_for(flux, source, target)
     with pytest.raises(NodeInputError, match=r"needs the euler sampler\. Connect KSamplerSelect"):
         run(guider, sampler="dpmpp_2m")
