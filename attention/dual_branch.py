@@ -25,6 +25,12 @@ from .self_attention import BranchLayout, StructureLock
 
 # ALE-Edit's self-attention injection fraction per edit type (official code defaults).
 SELF_ATTENTION_SCHEDULES = {"color": 1.0, "object": 0.5, "material": 0.6, "color+object": 0.5, "object+material": 0.5}
+CUSTOM_SCHEDULE = "custom"  # the preset that takes the fraction from its own input
+
+
+def lock_fraction(preset: str, custom: float) -> float:
+    """The structure lock's fraction of the steps: an edit type's preset, or ``custom`` for the preset ``custom``."""
+    return custom if preset == CUSTOM_SCHEDULE else SELF_ATTENTION_SCHEDULES[preset]
 
 # The four condition slots of the batched UNet call, in the order handed to ComfyUI. Each target
 # slot sits next to the source slot of its CFG half, so when ComfyUI splits the batch for lack of

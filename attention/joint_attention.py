@@ -21,6 +21,11 @@ background prompt and itself. Nothing a token depends on, over any number of blo
 model's output in region i is unchanged, bit for bit, when object j's prompt changes (j != i), and the background's
 is unchanged by every object's prompt. Slots have a fixed size and place, so a changed prompt moves no other token.
 
+The dual branch's structure lock (Dual-Branch Edit Guider for Flux) rides on the same override: while it is on, each
+target row's image tokens attend with their source row's queries and keys (after RoPE; both rows share the positions)
+and keep their own values, before the routing bias is applied. The text tokens keep their own queries and keys, so
+routing still decides which text an image token reads.
+
 Pure torch; ComfyUI's attention function and any other pack's override arrive as arguments.
 """
 from __future__ import annotations
@@ -33,9 +38,11 @@ import torch
 from ..masking.token_grid import token_regions
 from .plan import EditPlanError
 from .region_attention import SigmaWindow, target_rows
+from .self_attention import LAYOUT_KEY, BranchLayout, StructureLock, lock_queries_and_keys
 
 NODE = "Region-Guided Joint Attention (LeakFree)"
 PROGRAM_KEY = "leakfree_edit_joint"  # the program in transformer_options
+STRUCTURE_LOCK_KEY = "leakfree_edit_joint_lock"  # the dual branch's StructureLock for one sampling run
 IMAGE_ATTENTION = ("region", "all")
 IMAGE_ATTENTION_HELP = {
     "region": "an object's image tokens attend to their own region and the background (isolated over every block).",
@@ -160,20 +167,35 @@ class JointAttentionProgram:
         return self.cached(("bias", latent_height, latent_width, patch, tokens, device, dtype), build)
 
 
-class JointAttention:
-    """``optimized_attention_override`` for one model call: the bias on the target rows, plain attention elsewhere.
+def locked_layout(transformer_options: dict) -> BranchLayout | None:
+    """The branch layout of a model call while the dual branch's structure lock is on for it, else None."""
+    lock: StructureLock | None = transformer_options.get(STRUCTURE_LOCK_KEY)
+    layout: BranchLayout | None = transformer_options.get(LAYOUT_KEY)
+    if lock is None or layout is None or not layout.target.numel() or not lock.active(transformer_options.get("sigmas")):
+        return None
+    return layout
 
-    ``previous`` is the override another pack had set: it still receives every call (with the bias added to the
-    target rows' mask). Other rows get exactly the call the unpatched model makes, on their own slice of the batch.
+
+class JointAttention:
+    """``optimized_attention_override`` for one model call: the structure lock on the image tokens of the ``lock``
+    layout's target rows (text first: ``text_tokens`` of every sequence are text), then the routing bias on the
+    target ``rows``, plain attention elsewhere.
+
+    ``previous`` is the override another pack had set: it still receives every call (with the locked queries and keys,
+    and the bias added to the target rows' mask). Other rows get exactly the call the unpatched model makes, on their
+    own slice of the batch.
     """
 
-    def __init__(self, rows: torch.Tensor, batch: int, bias_for, previous=None):
-        self.rows, self.others = _as_index(rows, batch)
-        self.bias_for, self.previous = bias_for, previous
+    def __init__(self, batch: int, rows: torch.Tensor | None = None, bias_for=None, lock: BranchLayout | None = None,
+                 text_tokens: int = 0, previous=None):
+        self.rows, self.others = _as_index(rows, batch) if rows is not None else (None, None)
+        self.bias_for, self.lock, self.text_tokens, self.previous = bias_for, lock, text_tokens, previous
 
     def __call__(self, func, q, k, v, heads, mask=None, **kwargs):
         attend = func if self.previous is None else partial(self.previous, func)
-        bias = self.bias_for(q.shape[2], q.device, q.dtype)  # q: [B, heads, tokens, dim]
+        if self.lock is not None:  # q, k: [B, heads, tokens, dim]
+            q, k = lock_queries_and_keys(q, k, self.lock, tokens=(slice(None), slice(self.text_tokens, None)))
+        bias = None if self.rows is None else self.bias_for(q.shape[2], q.device, q.dtype)
         if bias is None:
             return attend(q, k, v, heads, mask=mask, **kwargs)
         batch, rows, others = q.shape[0], self.rows, self.others

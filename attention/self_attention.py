@@ -56,13 +56,14 @@ class SelfAttentionBias(Protocol):
     def columns(self, q: torch.Tensor, extra_options: dict, height: int, width: int, program) -> tuple[torch.Tensor, torch.Tensor] | None: ...
 
 
-def lock_queries_and_keys(q: torch.Tensor, k: torch.Tensor, layout: BranchLayout | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Target rows take the source rows' Q and K (values stay their own)."""
+def lock_queries_and_keys(q: torch.Tensor, k: torch.Tensor, layout: BranchLayout | None, tokens: tuple = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target rows take the source rows' Q and K (values stay their own); ``tokens`` indexes the locked part of a row
+    (the axes after the batch axis; all of it by default)."""
     if layout is None or layout.target.numel() == 0:
         return q, k
     q, k = q.clone(), k.clone()
-    q[layout.target] = q[layout.source]
-    k[layout.target] = k[layout.source]
+    q[(layout.target, *tokens)] = q[(layout.source, *tokens)]
+    k[(layout.target, *tokens)] = k[(layout.source, *tokens)]
     return q, k
 
 

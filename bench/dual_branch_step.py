@@ -88,8 +88,8 @@ def measure(variant: str) -> dict:
     return timed_sample(guider, model, latent, variant, torch.no_grad)
 
 
-def timed_sample(guider, model, latent, variant: str, grad_mode, steps: int = STEPS) -> dict:
-    """Sample ``steps`` LCM steps with ``guider`` under ``grad_mode()``: wall and CPU seconds per model call, peak memory."""
+def timed_sample(guider, model, latent, variant: str, grad_mode, steps: int = STEPS, sampler: str = "lcm", scheduler: str = "sgm_uniform") -> dict:
+    """Sample ``steps`` steps with ``guider`` under ``grad_mode()``: wall and CPU seconds per guider call, peak memory."""
     import comfy.samplers
     import torch
 
@@ -104,7 +104,7 @@ def timed_sample(guider, model, latent, variant: str, grad_mode, steps: int = ST
         return out
 
     guider.predict_noise = timed
-    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "sgm_uniform", steps)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps)
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
     cuda = torch.cuda.is_available()
     if cuda:
@@ -114,7 +114,7 @@ def timed_sample(guider, model, latent, variant: str, grad_mode, steps: int = ST
     else:
         before = reset_peak_rss()
     with grad_mode():
-        guider.sample(noise, latent, comfy.samplers.ksampler("lcm"), sigmas, disable_pbar=True, seed=1)
+        guider.sample(noise, latent, comfy.samplers.ksampler(sampler), sigmas, disable_pbar=True, seed=1)
     peak = torch.cuda.max_memory_allocated() if cuda else process_memory("VmHWM")
     return {"variant": variant, "step_seconds": times, "cpu_seconds": cpu_times, "peak_bytes": peak - before, "before_bytes": before,
             "device": "cuda" if cuda else "cpu"}

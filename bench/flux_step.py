@@ -16,7 +16,7 @@ kernel's high-water mark reset before the step: the weights plus what the step a
 harness/random_models.py builds its models.
 
 Then one joint attention call alone, without and with the bias (the only computation the patch adds to), and the
-two ``image_attention`` modes side by side on the tiny test Flux (tests/test_flux.py's shape): after
+two ``image_attention`` modes side by side on the tiny test Flux (tests/comfy_nodes/test_flux.py's shape): after
 4 steps with the moon's prompt changed, how much the wolf's region and the background moved, as a fraction of
 how much the moon's region moved (0 = isolated; the unpatched model for comparison).
 

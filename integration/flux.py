@@ -7,7 +7,9 @@ Two of ComfyUI's hooks carry the routing, both composing with other packs:
   pack's wrapper runs) finds the target rows by content, gives them the joint layout as their text and, for that
   call only, puts an ``optimized_attention_override`` into ``transformer_options``, wrapping the one already there;
 - the override (read by every attention call of Flux's double and single blocks, comfy/ldm/modules/attention.py
-  ``wrap_attn``) adds the routing bias on the target rows and leaves every other row's call as it was.
+  ``wrap_attn``) adds the routing bias on the target rows and leaves every other row's call as it was. Inside the
+  Dual-Branch Edit Guider for Flux it also applies the structure lock (the target rows' image tokens take the source
+  rows' queries and keys), so the lock needs no attention code of its own.
 
 Block replaces (``patches_replace["dit"]``) are not used: they see a whole block, so a per-row mask would mean
 splitting the batch through every linear layer; other packs' block replaces still run and still reach the override.
@@ -22,7 +24,7 @@ import comfy.patcher_extension
 from comfy.ldm.common_dit import pad_to_patch_size
 
 from ..attention.joint_attention import NODE as JOINT_NODE
-from ..attention.joint_attention import PROGRAM_KEY, JointAttention, JointAttentionProgram, JointText, joint_text
+from ..attention.joint_attention import PROGRAM_KEY, JointAttention, JointAttentionProgram, JointText, joint_text, locked_layout
 from ..attention.plan import EditPlan, EditPlanError, parse_edits
 from ..masking.quality import aspect_mismatch
 from .checks import JOINT_KEY, ORE_KEY
@@ -118,7 +120,8 @@ def check_flux_model(model, node: str) -> None:
 
 
 class JointAttentionRouting:
-    """``diffusion_model`` wrapper: the target rows read the joint layout, their attention the routing bias.
+    """``diffusion_model`` wrapper: the target rows read the joint layout, their attention the routing bias, and, while
+    the dual branch's structure lock is on, their image tokens the source rows' queries and keys.
 
     A latent side that is not a multiple of the patch is padded by Flux circularly (comfy/ldm/common_dit.py), which
     puts the opposite edge's pixels (another region's) into the last row and column of tokens. The target rows are
@@ -128,21 +131,23 @@ class JointAttentionRouting:
     def __call__(self, executor, x, timestep, context, y, guidance, ref_latents, control, transformer_options, **kwargs):
         program: JointAttentionProgram | None = transformer_options.get(PROGRAM_KEY)
         rows = None if program is None or context is None else program.target_rows(context, transformer_options.get("sigmas"))
-        if rows is None:
+        lock = locked_layout(transformer_options)
+        if rows is None and lock is None:
             return executor(x, timestep, context, y, guidance, ref_latents, control, transformer_options, **kwargs)
-        check_mask_sets(program, rows.numel())
-        check_mask_shape(program, *x.shape[-2:])
-        context = context.clone()
-        context[rows] = program.text_tokens(context.device, context.dtype)[1]
         patch, (height, width) = executor.class_obj.patch_size, x.shape[-2:]
-        bias_for = lambda tokens, device, dtype: program.bias(height, width, patch, tokens, device, dtype)
-        previous = transformer_options.get("optimized_attention_override")
-        override = JointAttention(rows, context.shape[0], bias_for, previous)
+        bias_for = None
+        if rows is not None:
+            check_mask_sets(program, rows.numel())
+            check_mask_shape(program, height, width)
+            context = context.clone()
+            context[rows] = program.text_tokens(context.device, context.dtype)[1]
+            bias_for = lambda tokens, device, dtype: program.bias(height, width, patch, tokens, device, dtype)
+            if height % patch or width % patch:
+                padded = pad_to_patch_size(x, (patch, patch))
+                padded[rows] = pad_to_patch_size(x[rows], (patch, patch), padding_mode="replicate")
+                x = padded
+        override = JointAttention(context.shape[0], rows, bias_for, lock, context.shape[1], transformer_options.get("optimized_attention_override"))
         transformer_options = {**transformer_options, "optimized_attention_override": override}
-        if height % patch or width % patch:
-            padded = pad_to_patch_size(x, (patch, patch))
-            padded[rows] = pad_to_patch_size(x[rows], (patch, patch), padding_mode="replicate")
-            x = padded
         out = executor(x, timestep, context, y, guidance, ref_latents, control, transformer_options, **kwargs)
         return out[..., :height, :width]
 
@@ -167,5 +172,10 @@ def check_mask_shape(program: JointAttentionProgram, latent_height: int, latent_
 def install_joint_program(model, program: JointAttentionProgram) -> None:
     """Put ``program`` on ``model`` (a clone) and the routing wrapper on it, once."""
     model.model_options.setdefault("transformer_options", {})[PROGRAM_KEY] = program
+    install_joint_wrapper(model)
+
+
+def install_joint_wrapper(model) -> None:
+    """The wrapper that carries routing and the structure lock into the joint attention, on ``model`` (a clone), once."""
     if not model.get_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY):
         model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, JointAttentionRouting())

@@ -15,8 +15,10 @@ from ..attention.dual_branch import (
 )
 from ..attention.region_attention import PROGRAM_KEY
 from ..attention.self_attention import LAYOUT_KEY, StructureLock
-from .checks import ORE_KEY
+from ..masking.ops import feather as feather_mask, image_unions, latent_mask, multiscale_foreground
+from .checks import ORE_KEY, check_mask_size
 from .errors import NodeInputError
+from .patching import percent_to_sigma
 
 
 @dataclass
@@ -55,17 +57,7 @@ class DualBranchCFGGuider(comfy.samplers.CFGGuider):
         self.run: SamplingRun | None = None
 
     def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, *args, **kwargs):
-        if tuple(latent_image.shape) != tuple(self.source_latent.shape):
-            raise NodeInputError(
-                f"{self.node}: the sampler's latent_image is {tuple(latent_image.shape)} but the guider's source latent is "
-                f"{tuple(self.source_latent.shape)}. Connect the same source LATENT to the guider and to SamplerCustomAdvanced."
-            )
-        if denoise_mask is not None:
-            raise NodeInputError(
-                f"{self.node}: the latent given to the sampler has a noise mask. Blend the background with the guider "
-                "instead (its object_masks input; it uses the source branch's latent, as ALE-Edit does): connect the "
-                "plain VAE Encode latent, not one from Latent Background Blend or Set Latent Noise Mask."
-            )
+        check_sampling_latents(latent_image, self.source_latent, denoise_mask, self.node)
         steps = sigmas.detach().float().cpu()
         self.run = SamplingRun(lock=structure_lock(steps, self.schedule), sigmas=steps)
         kept = self.model_options
@@ -142,9 +134,9 @@ class BranchBatch:
             )
         if self.lock and any(slot in slots and partner not in slots for slot, partner in SOURCE_OF.items()):
             raise NodeInputError(
-                f"{self.node}: ComfyUI split the batch into several UNet calls (not enough free memory), so the target rows "
+                f"{self.node}: ComfyUI split the batch into several model calls (not enough free memory), so the target rows "
                 "could not take their source rows' queries and keys. Free memory (smaller image or batch, other models "
-                "unloaded) or set self_attention_schedule to custom 0.0 to sample without the lock."
+                "unloaded) or set the lock's schedule to custom 0.0 to sample without the lock."
             )
         chunks = args["input"].chunk(len(slots))
         inputs = torch.cat([self.x_s if slot in SOURCE_SLOTS else chunk for slot, chunk in zip(slots, chunks)])
@@ -154,6 +146,33 @@ class BranchBatch:
         if self.previous is not None:
             return self.previous(apply_model, args)
         return apply_model(args["input"], args["timestep"], **args["c"])
+
+
+def check_sampling_latents(latent_image, source_latent, denoise_mask, node: str) -> None:
+    """What a dual-branch guider needs from SamplerCustomAdvanced's latent: the source latent, without a noise mask."""
+    if tuple(latent_image.shape) != tuple(source_latent.shape):
+        raise NodeInputError(
+            f"{node}: the sampler's latent_image is {tuple(latent_image.shape)} but the guider's source latent is "
+            f"{tuple(source_latent.shape)}. Connect the same source LATENT to the guider and to SamplerCustomAdvanced."
+        )
+    if denoise_mask is not None:
+        raise NodeInputError(
+            f"{node}: the latent given to the sampler has a noise mask. Blend the background with the guider "
+            "instead (its object_masks input; it keeps the source branch's latent): connect the "
+            "plain VAE Encode latent, not one from Latent Background Blend or Set Latent Noise Mask."
+        )
+
+
+def background_blending(model, masks, per_image: int, latent, feather: int, rule: str, end_percent: float, node: str) -> BackgroundBlending:
+    """The guider's background blending from checked object masks ``[I*N, H, W]`` (``per_image`` = N): each image's union,
+    feathered, at latent size (``ale``: ALE-Edit's blocky multi-scale resize; ``exact``: bilinear), until ``end_percent``."""
+    check_mask_size(masks, latent, node)
+    unions = feather_mask(image_unions(masks, per_image), feather)  # one per image of a batch
+    if unions.shape[0] not in (1, latent.shape[0]):
+        raise NodeInputError(f"{node}: {unions.shape[0]} mask sets for a batch of {latent.shape[0]} images. Give one mask set "
+                             "for the whole batch, or one per image (image-major, as the Object Masks nodes make them).")
+    resize = multiscale_foreground if rule == "ale" else latent_mask
+    return BackgroundBlending(1.0 - resize(unions, *latent.shape[-2:]), rule, percent_to_sigma(model, end_percent))
 
 
 def check_source(source, node: str) -> None:
@@ -172,7 +191,8 @@ def check_model_sampling(model, node: str) -> None:
         raise NodeInputError(
             f"{node}: this model samples with {type(sampling).__name__}; DDCM's virtual inversion is defined for "
             "diffusion (VP) models with eps or v prediction, such as SD1.5 and SDXL (with or without an LCM LoRA), "
-            "not for flow-matching models (SD3, Flux). Sample those with an ordinary guider."
+            "not for flow-matching models (SD3, Flux). On Flux use Dual-Branch Edit Guider for Flux (LeakFree) (FlowEdit); "
+            "sample other flow models with an ordinary guider."
         )
 
 

@@ -1,6 +1,7 @@
 """The pack's node category, its custom socket types and the inputs and outputs several nodes share, declared once."""
 from comfy_api.latest import io
 
+from ..attention.dual_branch import CUSTOM_SCHEDULE, SELF_ATTENTION_SCHEDULES
 from ..masking.ops import OVERLAP_RULES
 
 CATEGORY = "LeakFreeEdit"
@@ -43,3 +44,14 @@ def edits_input():
 
 def edit_plan_output():
     return EditPlan.Output(display_name="edit_plan", tooltip="The objects in edit order: mask nodes make one mask per object from it.")
+
+
+def structure_lock_inputs(name: str, locked: str) -> list:
+    """A dual-branch guider's structure-lock preset (``name``) and custom fraction; ``locked`` says what the lock does."""
+    presets = ", ".join(f"{k} {v}" for k, v in SELF_ATTENTION_SCHEDULES.items())
+    return [
+        io.Combo.Input(name, options=[*SELF_ATTENTION_SCHEDULES, CUSTOM_SCHEDULE], default="object",
+                       tooltip=f"Fraction of the steps in which {locked}, per edit type (ALE-Edit: {presets}); custom uses custom_schedule."),
+        io.Float.Input("custom_schedule", default=0.5, min=0.0, max=1.0, step=0.05,
+                       tooltip="The lock fraction when the schedule is 'custom': locked while (step+1)/steps < this; 0 never locks."),
+    ]

@@ -4,6 +4,7 @@ from .attention_masks import MasksFromAttention
 from .attention_preview import AttentionMapPreview, AttentionMapRecorder
 from .background_blend import LatentBackgroundBlend, LatentBackgroundPaste
 from .dual_branch import DualBranchGuider
+from .dual_branch_flux import DualBranchGuiderFlux
 from .encode import ObjectRestrictedEncode
 from .encode_flux import ObjectRestrictedEncodeFlux
 from .grounded_sam import ObjectMasksGroundedSAM
@@ -20,5 +21,5 @@ NODES = [
     ObjectRestrictedEncode, ObjectMasksPainted, GroundingDinoLoader, SAMLoader, ObjectMasksGroundedSAM, MasksFromAttention,
     RegionGuidedCrossAttention, SourceDominanceRebalance, RegionAnchoring, DynamicPromptLearning, LatentBackgroundBlend,
     LatentBackgroundPaste, PixelBackgroundComposite, DualBranchGuider, AttentionMapRecorder, AttentionMapPreview, LeakageMetrics,
-    ObjectRestrictedEncodeFlux, RegionGuidedJointAttention,
+    ObjectRestrictedEncodeFlux, RegionGuidedJointAttention, DualBranchGuiderFlux,
 ]

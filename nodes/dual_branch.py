@@ -1,22 +1,18 @@
 """Dual-Branch Edit Guider: ALE-Edit's source + target branches in one UNet call per step (InfEdit's DDCM)."""
 from comfy_api.latest import io
 
-from ..attention.dual_branch import BLEND_RULES, SELF_ATTENTION_SCHEDULES, STARTS, BackgroundBlending
-from ..integration.checks import check_mask_size, check_masks, check_model, ore_payload
-from ..integration.guider import DualBranchCFGGuider, check_model_sampling, check_source, source_samples
-from ..integration.patching import install_region_program, percent_to_sigma, region_program
-from ..integration.errors import NodeInputError
-from ..integration.sockets import CATEGORY
-from ..masking.ops import feather as feather_mask, image_unions, latent_mask, multiscale_foreground
+from ..attention.dual_branch import BLEND_RULES, STARTS, lock_fraction
+from ..integration.checks import check_masks, check_model, ore_payload
+from ..integration.guider import DualBranchCFGGuider, background_blending, check_model_sampling, check_source, source_samples
+from ..integration.patching import install_region_program, region_program
+from ..integration.sockets import CATEGORY, structure_lock_inputs
 
 NODE = "Dual-Branch Edit Guider (LeakFree)"
-CUSTOM = "custom"
 
 
 class DualBranchGuider(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        presets = ", ".join(f"{k} {v}" for k, v in SELF_ATTENTION_SCHEDULES.items())
         return io.Schema(
             node_id="LeakFreeDualBranchGuider",
             display_name=NODE,
@@ -33,11 +29,7 @@ class DualBranchGuider(io.ComfyNode):
                 io.Latent.Input("source_latent", tooltip="VAE Encode of the image you edit; connect the same latent to SamplerCustomAdvanced."),
                 io.Float.Input("source_cfg", default=1.0, min=0.0, max=30.0, step=0.1, round=0.01, tooltip="CFG of the source branch (ALE-Edit: 1)."),
                 io.Float.Input("target_cfg", default=2.0, min=0.0, max=30.0, step=0.1, round=0.01, tooltip="CFG of the target branch (ALE-Edit: 2)."),
-                io.Combo.Input("self_attention_schedule", options=[*SELF_ATTENTION_SCHEDULES, CUSTOM], default="object",
-                               tooltip=f"Fraction of the steps in which the target's self-attention takes the source's queries and keys, per "
-                                       f"edit type (ALE-Edit: {presets}); custom uses custom_schedule."),
-                io.Float.Input("custom_schedule", default=0.5, min=0.0, max=1.0, step=0.05,
-                               tooltip="The lock fraction when the schedule is 'custom': locked while (step+1)/steps < this; 0 never locks."),
+                *structure_lock_inputs("self_attention_schedule", "the target's self-attention takes the source's queries and keys"),
                 io.Mask.Input("object_masks", optional=True, tooltip="One mask per edit line, from an Object Masks node: outside their union "
                               "the source branch's latent is kept at every step. Leave empty to edit the whole image."),
                 io.Float.Input("blend_end_percent", optional=True, default=1.0, min=0.0, max=1.0, step=0.01,
@@ -60,25 +52,18 @@ class DualBranchGuider(io.ComfyNode):
     def execute(cls, model, source, target, negative, source_latent, source_cfg=1.0, target_cfg=2.0,
                 self_attention_schedule="object", custom_schedule=0.5, object_masks=None, blend_end_percent=1.0, feather=0,
                 start="noise", background_blend="ale"):
+        check_model_sampling(model, NODE)  # first: on Flux it names the Flux guider
         payload = ore_payload(target, NODE)
         check_model(model, payload.plan, NODE)
         check_source(source, NODE)
-        check_model_sampling(model, NODE)
         latent = source_samples(source_latent, NODE)
-        schedule = custom_schedule if self_attention_schedule == CUSTOM else SELF_ATTENTION_SCHEDULES[self_attention_schedule]
+        schedule = lock_fraction(self_attention_schedule, custom_schedule)
         patched = model.clone()
         install_region_program(patched, region_program(patched), self_attention=True)
         background = None
         if object_masks is not None:
             masks = check_masks(object_masks, payload.plan, NODE)
-            check_mask_size(masks, latent, NODE)
-            unions = feather_mask(image_unions(masks, len(payload.plan)), feather)  # one per image of a batch
-            if unions.shape[0] not in (1, latent.shape[0]):
-                raise NodeInputError(f"{NODE}: {unions.shape[0]} mask sets for a batch of {latent.shape[0]} images. Give one mask set "
-                                     "for the whole batch, or one per image (image-major, as the Object Masks nodes make them).")
-            resize = multiscale_foreground if background_blend == "ale" else latent_mask
-            background = BackgroundBlending(1.0 - resize(unions, *latent.shape[-2:]), background_blend,
-                                            percent_to_sigma(patched, blend_end_percent))
+            background = background_blending(patched, masks, len(payload.plan), latent, feather, background_blend, blend_end_percent, NODE)
         guider = DualBranchCFGGuider(patched, latent, target_cfg, source_cfg, schedule, NODE, background, start)
         guider.inner_set_conds({"positive": target, "negative": negative, "source": source})
         return io.NodeOutput(guider)
