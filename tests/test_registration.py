@@ -12,7 +12,7 @@ COMFY_MODULES = ("comfy", "comfy_api", "comfy_extras", "folder_paths", "nodes", 
 
 
 def test_every_node_is_v3_described_prefixed_and_named_alike(pack_nodes):
-    assert len(pack_nodes) == 19
+    assert len(pack_nodes) == 20
     for key, node in pack_nodes.items():
         schema = node.GET_SCHEMA()
         assert issubclass(node, io.ComfyNode) and schema.node_id == key
