@@ -427,3 +427,28 @@ def test_replacement_refuses_what_it_cannot_do(models, prompts):
         RegionGuidedCrossAttention.execute(replaced, prompts["target"], object_masks())
     with pytest.raises(NodeInputError, match=f"^{re.escape(node)}: this model was sampled without the Dual-Branch Edit Guider"):
         sample(replaced, prompts["target"], prompts["negative"], source_latent(), cfg=2.0, steps=2)
+
+
+def test_the_mask_free_template_takes_batch_jobs_without_masks(tmp_path):
+    """scripts/batch_edit.py with --workflow edit_dpl_maskfree_sd15: a job without masks fills the graph (no mask preview to
+    save); a job with mask files is refused, naming the fix."""
+    import json
+    from argparse import Namespace
+    from pathlib import Path
+
+    import batch_edit
+    import edit_jobs
+    import workflow_slots
+
+    workflow = Path(__file__).resolve().parents[1] / "api_workflows" / "edit_dpl_maskfree_sd15.json"
+    slots = workflow_slots.find_slots(json.loads(workflow.read_text()), workflow.name)
+    assert slots.mask_node is None and slots.painted is None and not slots.problems({"seed", "steps"}, True, set())
+    (tmp_path / "photo.png").write_bytes(b"")
+    (tmp_path / "wolf.png").write_bytes(b"")
+    plain, problems = edit_jobs.make_job({"image": "photo.png", "edits": "wolf -> goat"}, tmp_path, "row 1", {})
+    assert not problems
+    graph, previews = slots.fill(plain, {plain.image: "b/photo.png"}, "b/job")
+    assert previews == set() and graph["7"]["inputs"]["edits"] == "wolf -> goat" and graph["4"]["inputs"]["image"] == "b/photo.png"
+    masked, _ = edit_jobs.make_job({"image": "photo.png", "edits": "wolf -> goat", "masks": ["wolf.png"]}, tmp_path, "row 2", {})
+    _, problems = batch_edit.slots_for([plain, masked], Namespace(bind=[], workflow=workflow))
+    assert problems == ["row 2: gives mask files, but edit_dpl_maskfree_sd15.json edits without masks: leave the masks out"]
