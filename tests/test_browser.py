@@ -410,7 +410,8 @@ def test_template_browser_opens_each_pack_template(frontend, e2e_report):
         card.wait_for()
         assert sorted(content.locator('[data-testid^="template-workflow-"]').evaluate_all(
             "(cards) => cards.map((c) => c.dataset.testid.slice('template-workflow-'.length))")) == STEMS
-        # The thumbnail: fetched, cached as a blob and decoded by the card's <img>.
+        # The thumbnail: fetched, cached as a blob and decoded by the card's <img> (lazily: the card scrolled into view).
+        card.scroll_into_view_if_needed()
         try:
             page.wait_for_function(
                 """(stem) => { const img = document.querySelector(`[data-testid="template-workflow-${stem}"] img`);
