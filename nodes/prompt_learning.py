@@ -44,9 +44,11 @@ class DynamicPromptLearning(io.ComfyNode):
             category=f"{CATEGORY}/attention",
             description="DPL (NeurIPS 2023): before every sampling step, the source objects' token embeddings are optimised so that "
                         "each object's cross-attention lands on its own object (Attend-and-Excite, background and disjointness losses). "
-                        "For the source branch of the Dual-Branch Edit Guider. Costly: many forward/backward passes per step.",
+                        "For the source branch of the Dual-Branch Edit Guider; with Attention Replacement after it the target draws with "
+                        "the learned maps (no masks needed). Costly: many forward/backward passes per step.",
             inputs=[
-                io.Model.Input("model", tooltip="The MODEL output of Region-Guided Cross-Attention (or of a node after it); it is cloned, never changed."),
+                io.Model.Input("model", tooltip="The model to sample with: the checkpoint's (mask-free: Attention Replacement after this node) "
+                               "or Region-Guided Cross-Attention's MODEL (masked). It is cloned, never changed."),
                 io.Clip.Input("clip", tooltip="The CLIP that encoded the edit (Object-Restricted Encode's): its embedding table gives the "
                               "learned rows their start, and it re-encodes the source prompt with them. It is never changed."),
                 EditPlan.Input("edit_plan", tooltip="From Object-Restricted Encode: the source objects whose tokens are learned."),

@@ -350,7 +350,7 @@ def test_carry_over_starts_each_step_from_the_last_steps_rows(sharp_unet, prompt
 
 def test_background_term_moves_the_maps_off_the_background(sharp_unet, prompts):
     """Only the background term (weight 1, no early stop), the masks' background: its cosine falls pass by pass."""
-    model, dpl = learning(sharp_unet.clone(), prompts, iterations=4, learning_rate=0.05, attend_weight=0.0, disjoint_weight=0.0,
+    model, dpl = learning(sharp_unet.clone(), prompts, iterations=3, learning_rate=0.05, attend_weight=0.0, disjoint_weight=0.0,
                           background_weight=1.0, background_beta=0.0)
     masks = object_masks()
     assert torch.equal(dpl.background[0], 1 - masks.amax(dim=0))  # 1 outside the objects
@@ -363,7 +363,7 @@ def test_background_term_moves_the_maps_off_the_background(sharp_unet, prompts):
 def test_one_object_learns_with_the_background_term_alone(models):
     """DPL's single-object rule: the attend term (weight 1 at the node) does not apply to a lone object."""
     prompts = encoded(models.clip(), "wolf -> brown-colored goat")
-    model, dpl = learning(models.unet(), prompts, iterations=2, object_masks=object_masks()[:1])
+    model, dpl = learning(models.unet(), prompts, iterations=1, object_masks=object_masks()[:1])
     assert dpl.settings.attend.weight == 0.0 and dpl.settings.background.weight == 0.05
     edit(model, prompts, steps=1, start="img2img")
     record, = dpl.history
