@@ -44,8 +44,8 @@ class DynamicPromptLearning(io.ComfyNode):
             category=f"{CATEGORY}/attention",
             description="DPL (NeurIPS 2023): before every sampling step, the source objects' token embeddings are optimised so that "
                         "each object's cross-attention lands on its own object (Attend-and-Excite, background and disjointness losses). "
-                        "For the source branch of the Dual-Branch Edit Guider; with Attention Replacement after it the target draws with "
-                        "the learned maps (no masks needed). Costly: many forward/backward passes per step.",
+                        "For the Dual-Branch Edit Guider; with Attention Replacement after it the target draws with the learned "
+                        "maps (no masks). Costly: many forward/backward passes per step.",
             inputs=[
                 io.Model.Input("model", tooltip="The model to sample with: the checkpoint's (mask-free: Attention Replacement after this node) "
                                "or Region-Guided Cross-Attention's MODEL (masked). It is cloned, never changed."),
