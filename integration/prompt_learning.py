@@ -158,11 +158,11 @@ class SharedTargetPrompt(WindowsWithRows):
     def __init__(self, source: LearnedSourcePrompt, plan: EditPlan, kept, node: str):
         windows, spans, self.eos = plan_token_windows(source.clip, plan.targets, plan, node, "target")
         self.spans = spans
-        places = []
-        for key, index in source.slots:
-            start = spans[index][0]
-            places.append([(window, position, row) for row, position_s in enumerate(source.tokens[index]) for s, t in kept if s == position_s
-                           for window, position in ((0, t), (index + 1, 1 + t - start))])
+        targets_of = {}  # source position -> the target positions that keep its token
+        for s, t in kept:
+            targets_of.setdefault(s, []).append(t)
+        places = [[(window, position, row) for row, s in enumerate(source.tokens[index]) for t in targets_of.get(s, ())
+                   for window, position in ((0, t), (index + 1, 1 + t - spans[index][0]))] for _, index in source.slots]
         self.shares = any(places)
         super().__init__(source.clip, windows, source.slots, places)
         with torch.no_grad():

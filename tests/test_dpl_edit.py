@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from leakfree_edit.attention import prompt_learning
 from leakfree_edit.attention.dual_branch import SOURCE_COND, TARGET_COND, TARGET_UNCOND, branch_layout
-from leakfree_edit.attention.prompt_learning import LearningSettings, attend_loss, background_loss, object_maps
+from leakfree_edit.attention.prompt_learning import LearningSettings, attend_loss, background_loss
 from leakfree_edit.attention.region_attention import LAYOUT_KEY, PROGRAM_KEY, RegionAttentionProgram, RegionCrossAttention, layer_size
 from leakfree_edit.attention.replacement import MapReplacement, align_windows, aligned_pairs
 from leakfree_edit.attention.self_attention import RegionSelfAttention
@@ -58,7 +58,7 @@ def prompts(models):
     return encoded(models.clip())
 
 
-def source_latent(seed=3, kind="sd15"):
+def source_latent(seed=3):
     return torch.randn(1, 4, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(seed))
 
 
