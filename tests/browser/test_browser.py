@@ -409,7 +409,8 @@ def test_template_browser_opens_each_pack_template(frontend, e2e_report):
         card.scroll_into_view_if_needed()  # cards load their thumbnails lazily, once in view (a third row from 7 templates on)
         assert sorted(content.locator('[data-testid^="template-workflow-"]').evaluate_all(
             "(cards) => cards.map((c) => c.dataset.testid.slice('template-workflow-'.length))")) == STEMS
-        # The thumbnail: fetched, cached as a blob and decoded by the card's <img>.
+        # The thumbnail: fetched, cached as a blob and decoded by the card's <img> (lazily: the card scrolled into view).
+        card.scroll_into_view_if_needed()
         try:
             page.wait_for_function(
                 """(stem) => { const img = document.querySelector(`[data-testid="template-workflow-${stem}"] img`);
