@@ -12,12 +12,16 @@ from leakfree_edit.attention.prompt_learning import LearningSettings, attend_los
 from leakfree_edit.attention.region_attention import LAYOUT_KEY, PROGRAM_KEY, RegionAttentionProgram, RegionCrossAttention
 from leakfree_edit.attention.replacement import MapReplacement, align_windows, aligned_pairs
 from leakfree_edit.attention.self_attention import RegionSelfAttention
-from leakfree_edit.integration.errors import NodeInputError
 
 # --- Prompt-to-Prompt's word alignment and replacement, on plain tensors -------------------------------------
 
 B, E, P = 49406, 49407, 0  # BOS, EOS and padding ids in the planted windows
 WOLF, AND, MOON, BROWN, DASH, COLORED, GOAT, MADE, OF, GOLD, RED, BLUE, CAR = range(10, 23)
+
+
+class Refused(Exception):
+    """The error the node layer would pass in (NodeInputError); the math raises what it is given."""
+
 
 
 def window(ids, length=16):
@@ -72,7 +76,7 @@ def test_replacement_gives_the_target_row_the_source_maps_in_its_steps_only():
     heads, dim, tokens = 2, 4, 16
     aligned = align_windows(window([WOLF, AND, MOON]), window([BROWN, DASH, COLORED, GOAT, AND, MOON, MADE, OF, GOLD]),
                             [(1, 2), (3, 4)], [(1, 5), (6, 10)], 4, 10)
-    term = MapReplacement(alignment=aligned, cross=0.75, self_fraction=0.5, error=NodeInputError, node="Attention Replacement")
+    term = MapReplacement(alignment=aligned, cross=0.75, self_fraction=0.5, error=Refused, node="Attention Replacement")
     program = RegionAttentionProgram(attention=plain_attention).with_replacement(term)
     layout = branch_layout([TARGET_COND, SOURCE_COND, TARGET_UNCOND], rows=1)
     sample_sigmas = torch.tensor([4.0, 3.0, 2.0, 1.0, 0.0])
@@ -101,7 +105,7 @@ def test_replacement_gives_the_target_row_the_source_maps_in_its_steps_only():
         torch.testing.assert_close(applied[0], own_self[1] if swapped else own_self[0])  # 16 x 16 latent: 4 x 4 is 4x below it
         torch.testing.assert_close(applied[1:], own_self[1:])
 
-    with pytest.raises(NodeInputError, match="Dual-Branch Edit Guider"):  # sampled without the guider: no source rows
+    with pytest.raises(Refused, match="Dual-Branch Edit Guider"):  # sampled without the guider: no source rows
         cross(q, k, k, {key: value for key, value in options(0).items() if key != LAYOUT_KEY})
 
 
