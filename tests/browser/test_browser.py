@@ -406,10 +406,11 @@ def test_template_browser_opens_each_pack_template(frontend, e2e_report):
         assert option.get_attribute("aria-selected") == "true"
         card = content.locator(f'[data-testid="template-workflow-{stem}"]')
         card.wait_for()
-        card.scroll_into_view_if_needed()  # cards load their thumbnails lazily, once in view (a third row from 7 templates on)
         assert sorted(content.locator('[data-testid^="template-workflow-"]').evaluate_all(
             "(cards) => cards.map((c) => c.dataset.testid.slice('template-workflow-'.length))")) == STEMS
-        # The thumbnail: fetched, cached as a blob and decoded by the card's <img>.
+        # The thumbnail: fetched, cached as a blob and decoded by the card's <img>, lazily, once the card is in view (the
+        # cards run to a third row from 7 templates on).
+        card.scroll_into_view_if_needed()
         try:
             page.wait_for_function(
                 """(stem) => { const img = document.querySelector(`[data-testid="template-workflow-${stem}"] img`);
