@@ -28,6 +28,7 @@ class AttentionRecording:
     masks: torch.Tensor  # the program's object masks [I*N, H, W]
     count: int
     source: maps_module.SourceMapRecorder | None = None  # the dual branch's source rows, when a CLIP and edit plan were given
+    resize: str = "nearest"  # how the program resizes the masks to each layer's grid: the leak is measured there
 
 
 class AttentionMapRecorder(io.ComfyNode):
@@ -75,7 +76,7 @@ class AttentionMapRecorder(io.ComfyNode):
             source = maps_module.SourceMapRecorder(spans, len(next(iter(windows.values()))[0]), window)
             program = program.with_call_observer(source)
         install_region_program(patched, program)
-        return io.NodeOutput(patched, AttentionRecording(recorder, program.cross.masks, program.cross.count, source))
+        return io.NodeOutput(patched, AttentionRecording(recorder, program.cross.masks, program.cross.count, source, program.cross.resize))
 
 
 class AttentionMapPreview(io.ComfyNode):
@@ -117,11 +118,11 @@ class AttentionMapPreview(io.ComfyNode):
                                  "line (or one set per image), or leave object_masks empty.")
         sets = masks.unflatten(0, (-1, recording.count))
         labels = edit_plan.targets if edit_plan is not None and len(edit_plan) == recording.count else [f"object {i + 1}" for i in range(recording.count)]
-        rows = [("target", maps, labels, maps_module.outside_share(maps, sets))]
+        rows = [("target", maps, labels, recording.recorder.leaks(sets, recording.resize))]
         source = recording.source.averaged() if recording.source is not None else None
         if source is not None and source.shape[0] == maps.shape[0]:
             names = [f"source {name}" for name in (edit_plan.objects if edit_plan is not None else labels)]
-            rows.append(("source", source, names, maps_module.outside_share(source, sets)))
+            rows.append(("source", source, names, recording.source.leaks(sets, recording.resize)))
         panels, lines = [], []
         for image_index in range(maps.shape[0]):
             picture, regions = image[image_index % image.shape[0]], sets[image_index % sets.shape[0]]
@@ -131,7 +132,8 @@ class AttentionMapPreview(io.ComfyNode):
                 for index, name in enumerate(names):
                     leak = float(leaks[image_index, index])
                     cells.append(heat_panel(picture, kind_maps[image_index, index], regions[index], f"{name}: leak {leak:.3f}"))
-                    lines.append(f"image {image_index}, {kind} {index + 1} ({name}): leak {leak:.4f} (share of its attention outside its region)")
+                    lines.append(f"image {image_index}, {kind} {index + 1} ({name}): leak {leak:.4f} (share of its attention outside its "
+                                 "region, on each layer's own grid)")
                 strips.append(torch.cat(cells, dim=1))
             panels.append(torch.cat(strips, dim=0))
         grids = ", ".join(f"{h}x{w}" for h, w in sorted(recording.recorder.sums))
