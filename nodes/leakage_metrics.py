@@ -3,7 +3,7 @@ structure distance), computed as ALE-Edit's evaluation code does, from models in
 import torch
 from comfy_api.latest import io
 
-from ..evaluation.ale_metrics import METRICS, score_images
+from ..evaluation.ale_metrics import ALL_METRICS, METRICS, score_images
 from ..evaluation.card import table_card
 from ..evaluation.report import HEADS, markdown_table, means, number
 from ..integration.errors import NodeInputError
@@ -11,6 +11,7 @@ from ..integration.metrics import ale_metrics, as_uint8, folder_state
 from ..integration.sockets import CATEGORY, EditPlan
 
 NODE = "Leakage Metrics (LeakFree)"
+METRIC_SETS = {"ale_default": METRICS, "all": ALL_METRICS}
 
 
 class LeakageMetrics(io.ComfyNode):
@@ -28,6 +29,10 @@ class LeakageMetrics(io.ComfyNode):
                 io.Mask.Input("object_masks", tooltip="One mask per edit line (any size: resized to the source). ALE scores with the "
                               "benchmark's hand-made masks: use undilated ones (dilation 0) to compare with its figures."),
                 EditPlan.Input("edit_plan", tooltip="The edit plan of Object-Restricted Encode: the target prompts CLIP scores against."),
+                io.Combo.Input("metrics", options=list(METRIC_SETS), default="ale_default", optional=True,
+                               tooltip="ale_default: the eight columns of ALE's Table 1. all: also ALE's other metrics, under its column "
+                                       "names: psnr, lpips, mse, ssim (whole image), *_edit_part (inside the objects), "
+                                       "structure_distance_unedit_part, clip_similarity_source_image."),
             ],
             outputs=[
                 io.String.Output(display_name="table", tooltip="The metrics as a markdown table (one row per image, their mean), and "
@@ -41,7 +46,7 @@ class LeakageMetrics(io.ComfyNode):
         return folder_state()  # a model added to (or removed from) the folder runs the node again
 
     @classmethod
-    def execute(cls, source, edited, object_masks, edit_plan):
+    def execute(cls, source, edited, object_masks, edit_plan, metrics="ale_default"):
         count = len(edit_plan)
         if object_masks.ndim != 3 or object_masks.shape[0] % count:
             raise NodeInputError(f"{NODE}: got {object_masks.shape[0] if object_masks.ndim == 3 else 1} masks for {count} objects "
@@ -50,11 +55,12 @@ class LeakageMetrics(io.ComfyNode):
         if source.shape[0] not in (1, edited.shape[0]) or sets.shape[0] not in (1, edited.shape[0]):
             raise NodeInputError(f"{NODE}: {edited.shape[0]} edited images, {source.shape[0]} source images and {sets.shape[0]} mask "
                                  "sets: give one source (and mask set), or one per edited image.")
-        models, metrics = ale_metrics(NODE)
+        models, calculator = ale_metrics(NODE)
         edits = [(edit.source, edit.target) for edit in edit_plan.edits]
-        scores = score_images(metrics, [as_uint8(s) for s in source], [as_uint8(e) for e in edited],
-                              [[as_uint8(m) for m in masks] for masks in sets], edits)
-        columns = [*METRICS, *(f"CLIP '{target}'" for _, target in edits)]
+        names = METRIC_SETS[metrics]
+        scores = score_images(calculator, [as_uint8(s) for s in source], [as_uint8(e) for e in edited],
+                              [[as_uint8(m) for m in masks] for masks in sets], edits, names)
+        columns = [*names, *(f"CLIP '{target}'" for _, target in edits)]
         rows = [{**s.values, **{f"CLIP '{t}'": v for t, v in s.per_object}} for s in scores]
         body = [[str(i), *(number(c, row[c]) for c in columns)] for i, row in enumerate(rows)]
         if len(rows) > 1:
@@ -63,6 +69,6 @@ class LeakageMetrics(io.ComfyNode):
         notes = list(models.missing.values())
         text = markdown_table(head, body) + "".join(f"\n\n{note}" for note in notes)
         plain = [h.replace(" ↓", "").replace(" ↑", "") for h in head]  # the card's font has no arrows
-        better = "lower is better: TELS, TILS, Structure Distance, LPIPS, MSE; higher: the others"
+        better = "lower is better: TELS, TILS, structure distance, LPIPS, MSE; higher: the others"
         card = torch.from_numpy(table_card([plain, *body], [better, *notes])).unsqueeze(0)
         return io.NodeOutput(text, card)
