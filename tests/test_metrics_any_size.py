@@ -31,10 +31,15 @@ def dino_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory, dino_file):
+def model_folder(tmp_path_factory, dino_file):
     folder = metric_model_files.write_metric_models(tmp_path_factory.mktemp("leakage_metrics"), only=("clip", "lpips"))
     (folder / dino_file.name).symlink_to(dino_file)
-    found = metric_models.load_metric_models(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def loaded(model_folder, dino_file):
+    found = metric_models.load_metric_models(model_folder)
     assert not found.missing and found.loaded["dino"].endswith(dino_file.name), found.missing
     return found
 
@@ -173,3 +178,26 @@ def test_an_empty_edited_region_gives_nan_edit_part_scores_as_ale(loaded):
     with pytest.raises(ValueError, match="unknown metric.*psnr_background.*clip_similarity_source_image"):
         AleMetrics().score(source, edited, EDITS, empty, ["psnr_background"])
     assert tuple(AleMetrics().score(source, edited, EDITS, empty).values) == METRICS  # EV's default columns by default
+
+
+def test_the_node_scores_a_16_9_photo_with_every_ale_column(pack_nodes, model_folder, loaded):
+    import folder_paths
+
+    from leakfree_edit.attention.plan import EditPlan, ObjectEdit
+
+    source, edited, masks = photo(*SIZES["16:9"], seed=7)
+    as_image = lambda a: torch.from_numpy(a.astype(np.float32) / 255)
+    plan = EditPlan(tuple(ObjectEdit(s, t) for s, t in EDITS))
+    folder_paths.add_model_folder_path("leakage_metrics", str(model_folder), is_default=True)
+    try:
+        table, _ = pack_nodes["LeakFreeLeakageMetrics"].execute(as_image(source)[None], as_image(edited)[None],
+                                                              torch.stack([as_image(m) for m in masks]), plan, "all").result
+    finally:
+        folder_paths.folder_names_and_paths["leakage_metrics"][0].remove(str(model_folder))
+    head, _, row = table.splitlines()[:3]
+    columns = [c.strip() for c in head.strip("|").split("|")]
+    assert columns[9:19] == list(ALL_METRICS[8:]) and columns[3] == "Structure Distance ↓"  # ALE's names for the others
+    cells = dict(zip(columns, (c.strip() for c in row.strip("|").split("|"))))
+    expected = AleMetrics(loaded.clip, loaded.lpips, loaded.dino).score(source, edited, EDITS, masks, ALL_METRICS).values
+    assert cells["Structure Distance ↓"] == f"{expected['structure_distance']:.4f}" and float(cells["Structure Distance ↓"]) > 0
+    assert cells["clip_similarity_source_image"] == f"{expected['clip_similarity_source_image']:.2f}"
