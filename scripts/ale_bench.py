@@ -292,7 +292,7 @@ def ale_protocol_notes(graph: dict, args) -> list[str]:
                      f"large); {missed}")
     differences = [f"{what} {value} (ALE: {ale})" for what, value, ale in
                    (("size", f"{args.size} px", f"{ALE_SIZE} px"), ("steps", args.steps, ALE_STEPS), ("seed", args.seed, ALE_SEED))
-                   if value != ale and str(value) != f"{ale}"]
+                   if value != ale]
     if differences:
         notes.append("differs from ALE's protocol: " + ", ".join(differences))
     notes.append(f"noise: ComfyUI's RandomNoise with seed {args.seed} (ALE: torch's global generator after manual_seed): other "
@@ -369,7 +369,7 @@ def main(argv=None) -> int:
     misplaced += [flag for flag, value in (("--masks", args.masks != "grounded-sam"), ("--on-missing", args.on_missing != "error"), ("--lcm-lora", args.lcm_lora),
                                            ("--detector", args.detector), ("--segmenter", args.segmenter)) if not ale and value]
     if misplaced:
-        parser.error(f"{', '.join(misplaced)} belong(s) to the other protocol (--protocol {'workflow' if ale else 'ale'})")
+        parser.error(f"{', '.join(misplaced)}: only with --protocol {'workflow' if ale else 'ale'}")
     if ale:
         args.steps = args.steps or ALE_STEPS
 
