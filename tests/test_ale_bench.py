@@ -127,7 +127,7 @@ def test_ten_edits_of_the_ale_protocol_end_to_end_on_the_cpu(mini_bench, tmp_pat
     competing = max(1.0, os.getloadavg()[0] / os.cpu_count())
     before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "ale_bench.py"), "--bench", str(mini_bench), "--out", str(out),
-                          "--masks", "bench", "--size", "64", "--steps", "2", "--metrics", "all", "--metric-models", str(models)],
+                          "--masks", "bench", "--size", "64", "--steps", "1", "--metrics", "all", "--metric-models", str(models)],
                          capture_output=True, text=True, timeout=900)
     seconds, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -147,7 +147,7 @@ def test_ten_edits_of_the_ale_protocol_end_to_end_on_the_cpu(mini_bench, tmp_pat
     report = (out / "report.md").read_text()
     assert "- protocol: ALE (run_ale_bench.py): dual-branch LCM workflow (edit_dual_branch_lcm_sd15.json)" in report
     assert "source_substitution = ale_code" in report and "NOT ALE's protocol, whose masks come from Grounded-SAM" in report
-    assert "differs from ALE's protocol: size 64 px (ALE: 768 px), steps 2 (ALE: 15)" in report
+    assert "differs from ALE's protocol: size 64 px (ALE: 768 px), steps 1 (ALE: 15)" in report
     assert "| ALE (paper, Table 1): both halves, 1–3 objects, all 5 edit types | 3,000 | 16.03 | 15.28 | 0.0167 | 22.20 | 30.04 | 0.0361 | 0.0014 | 0.9228 |" in report
     assert "| ALE (paper): artificial half, 1–3 objects, edit types color, object, material | – | not reported |" in report
     assert "| this run: artificial half, 1–3 objects, edit types color, object, material | 10 |" in report
