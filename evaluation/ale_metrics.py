@@ -182,7 +182,7 @@ class AleMetrics:
         union = merged_mask(masks)
         regions = {None: None, "unedited": 1 - union, "edited": union}
         pixel_measures = {"psnr": self.psnr_value, "lpips": self.lpips_value, "mse": self.mse_value, "ssim": self.ssim_value,
-                          "structure_distance": lambda pred, gt, mask: self.structure_distance(pred, gt, mask)}
+                          "structure_distance": self.structure_distance}
         targets = [target for _, target in edits]
         per_object: list[tuple[str, float | None]] = [(target, None) for target in targets]
         if self.clip is not None:
