@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from harness import metric_model_files
+from harness.editing import clip_by_definition
 from leakfree_edit.evaluation import models as metric_models
 from leakfree_edit.evaluation.ale_metrics import ALL_METRICS, METRICS, AleMetrics
-from leakfree_edit.tests.test_leakage_metrics import clip_by_definition
 
 RELEASE = "dino_deitsmall8_pretrain"  # patch 8, as ALE's ViT-B/8, at ViT-S width to stay cheap
 # (height, width): 4:3, 16:9, 3:2, portrait 3:4 and odd sides (every metric), and for the structure distance alone a square
