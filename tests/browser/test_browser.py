@@ -307,9 +307,9 @@ def test_edit_list_feedback_is_shown_in_full_while_typing(frontend, e2e_report):
     assert status["title"] == "Object-Restricted Encode (LeakFree)"  # the long display name, as the library names it
     # The status line is not a value of the node: not in the saved workflow, not in the prompt.
     saved = page.evaluate("(id) => app.graph.getNodeById(id).serialize().widgets_values", node_id)
-    assert saved == [CORRECT, "object"]
+    assert saved == [CORRECT, "object", "pack"]
     prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
-    assert set(prompt[str(node_id)]["inputs"]) == {"clip", "edits", "eos_mode"}
+    assert set(prompt[str(node_id)]["inputs"]) == {"clip", "edits", "eos_mode", "source_substitution"}
     assert not frontend.log.since(mark), "\n".join(frontend.log.since(mark))
     e2e_report["edit-list messages read back in full from the canvas"] += 4
 
