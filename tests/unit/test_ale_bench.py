@@ -3,11 +3,11 @@ workflow whatever the JSON says, and the report's like-for-like layout. The end-
 tests/comfy_nodes/test_ale_bench.py."""
 import json
 
+from harness import ale_bench
 from leakfree_edit.evaluation import report as ale_report
 from leakfree_edit.evaluation.ale_metrics import METRICS
 from leakfree_edit.evaluation.bench import EDIT_TYPES, BenchEdit
 from pipelines.comfyui import ROOT
-from scripts import ale_bench
 
 IMAGE = "artificial_img03"
 
