@@ -1,5 +1,5 @@
 """Test material shared by the tests: the example edit, prompt encoding, object masks, the sampler, a model-call recorder,
-and the Leakage Metrics case."""
+the Leakage Metrics case, a two-object photo for the metrics and ALE's source substitution written out."""
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -89,3 +89,32 @@ def clip_by_definition(found, image: np.ndarray, text: str) -> float:
         text_features = model.text_projection(model.text_model(**tokens).pooler_output)
     cosine = F.cosine_similarity(image_features, text_features).item()
     return max(100 * cosine, 0.0)
+
+
+def two_object_photo(height, width, seed):
+    """A smooth picture (a gradient plus a few blobs) and its edit (a colour shift inside one ellipse, noise elsewhere)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    source = np.stack([200 * x + 30, 180 * y + 40, 120 * (x + y) / 2 + 60], axis=-1)
+    for _ in range(4):
+        cy, cx, radius = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.2)
+        source[(y - cy * height / max(height, width)) ** 2 + (x - cx * width / max(height, width)) ** 2 < radius**2] = rng.uniform(0, 255, 3)
+    source = np.clip(source, 0, 255).astype(np.uint8)
+    edited = np.clip(source.astype(int) + rng.integers(-12, 12, source.shape), 0, 255)
+    blob = (y - 0.3 * height / max(height, width)) ** 2 / 0.04 + (x - 0.35 * width / max(height, width)) ** 2 / 0.06 < 1
+    edited[blob] = edited[blob][:, ::-1]
+    masks = [np.zeros((height, width), np.uint8), np.zeros((height, width), np.uint8)]
+    masks[0][blob] = 255
+    masks[1][height // 2 :, width // 2 :] = 140  # soft, as ALE-Bench's grey PNGs can be
+    return source, edited.astype(np.uint8), masks
+
+
+def official_substitution(base: torch.Tensor, solos: list[torch.Tensor], base_ids: list[int], object_ids: list[list[int]]) -> torch.Tensor:
+    """ALE's form written out: for each object, its ids (no BOS/EOS) searched in the base ids from the left, the first match's
+    positions overwritten, in object order, with the object's solo encoding at those same positions."""
+    out = base.clone()
+    for ids, solo in zip(object_ids, solos):
+        matches = [i for i in range(len(base_ids) - len(ids) + 1) if base_ids[i : i + len(ids)] == ids]
+        positions = list(range(matches[0], matches[0] + len(ids))) if matches else []
+        out[positions] = solo[positions]
+    return out

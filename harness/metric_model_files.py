@@ -79,7 +79,8 @@ def write_squeezenet(file: Path, seed: int = 0) -> Path:
     return file
 
 
-def write_metric_models(folder: Path, dino: str = "dino_deitsmall16_pretrain", only=("clip", "dino", "lpips")) -> Path:
+def write_metric_models(folder: Path, dino: str = "dino_deitsmall16_pretrain", only=("clip", "dino", "lpips"),
+                        dino_position_std: float = 0.02) -> Path:
     comfy_env.register_pack()
     from leakfree_edit.evaluation.models import CLIP_FOLDER, LPIPS_BACKBONE
 
@@ -87,7 +88,17 @@ def write_metric_models(folder: Path, dino: str = "dino_deitsmall16_pretrain", o
     if "clip" in only:
         write_clip(folder / CLIP_FOLDER)
     if "dino" in only:
-        write_dino(folder / f"{dino}.pth", dino)
+        write_dino(folder / f"{dino}.pth", dino, position_std=dino_position_std)
     if "lpips" in only:
         write_squeezenet(folder / LPIPS_BACKBONE)
     return folder
+
+
+def load_random_metric_models(folder: Path, dino: str):
+    """CLIP, LPIPS and DINO ``dino`` written with random weights and loaded by the pack's loader; DINO's position embedding
+    is wide so that any resampling error shows."""
+    from leakfree_edit.evaluation.models import load_metric_models
+
+    found = load_metric_models(write_metric_models(folder, dino, dino_position_std=1.0))
+    assert not found.missing and found.loaded["dino"].endswith(f"{dino}.pth"), found.missing
+    return found

@@ -3,20 +3,10 @@ background values; ``pack`` (the default) is unchanged."""
 import pytest
 import torch
 
+from harness.editing import official_substitution
 from leakfree_edit.nodes.encode import ObjectRestrictedEncode
 
 EOS = 49407
-
-
-def official_substitution(base: torch.Tensor, solos: list[torch.Tensor], base_ids: list[int], object_ids: list[list[int]]) -> torch.Tensor:
-    """ALE's form written out: for each object, its ids (no BOS/EOS) searched in the base ids from the left, the first match's
-    positions overwritten, in object order, with the object's solo encoding at those same positions."""
-    out = base.clone()
-    for ids, solo in zip(object_ids, solos):
-        matches = [i for i in range(len(base_ids) - len(ids) + 1) if base_ids[i : i + len(ids)] == ids]
-        positions = list(range(matches[0], matches[0] + len(ids))) if matches else []
-        out[positions] = solo[positions]
-    return out
 
 
 def encode_alone(clip, text):

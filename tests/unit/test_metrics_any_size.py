@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from harness import metric_model_files
-from harness.editing import clip_by_definition
-from leakfree_edit.evaluation import models as metric_models
+from harness.editing import clip_by_definition, two_object_photo
 from leakfree_edit.evaluation.ale_metrics import ALL_METRICS, METRICS, AleMetrics
 
 RELEASE = "dino_deitsmall8_pretrain"  # patch 8, as ALE's ViT-B/8, at ViT-S width to stay cheap
@@ -24,24 +23,8 @@ EDITS = [("wolf", "brown-colored goat"), ("moon", "moon made of gold")]
 
 
 @pytest.fixture(scope="module")
-def dino_file(tmp_path_factory):
-    """DINO's release layout with random weights; a wide position embedding makes any resampling error show."""
-    folder = tmp_path_factory.mktemp("dino")
-    return metric_model_files.write_dino(folder / f"{RELEASE}.pth", RELEASE, seed=3, position_std=1.0)
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory, dino_file):
-    folder = metric_model_files.write_metric_models(tmp_path_factory.mktemp("leakage_metrics"), only=("clip", "lpips"))
-    (folder / dino_file.name).symlink_to(dino_file)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def loaded(model_folder, dino_file):
-    found = metric_models.load_metric_models(model_folder)
-    assert not found.missing and found.loaded["dino"].endswith(dino_file.name), found.missing
-    return found
+def loaded(tmp_path_factory):
+    return metric_model_files.load_random_metric_models(tmp_path_factory.mktemp("leakage_metrics"), RELEASE)
 
 
 def dino_keys_reference(state: dict, image: torch.Tensor, heads: int, patch: int, layer: int = 11) -> torch.Tensor:
@@ -96,29 +79,11 @@ def assert_keys_are_dinos(loaded, reference: torch.Tensor, image: np.ndarray):
     assert keys.shape == reference.shape and (keys - reference).abs().max() <= 1e-5 * reference.abs().max()
 
 
-def photo(height, width, seed):
-    """A smooth picture (a gradient plus a few blobs) and its edit (a colour shift inside one ellipse, noise elsewhere)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width] / max(height, width)
-    source = np.stack([200 * x + 30, 180 * y + 40, 120 * (x + y) / 2 + 60], axis=-1)
-    for _ in range(4):
-        cy, cx, radius = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.2)
-        source[(y - cy * height / max(height, width)) ** 2 + (x - cx * width / max(height, width)) ** 2 < radius**2] = rng.uniform(0, 255, 3)
-    source = np.clip(source, 0, 255).astype(np.uint8)
-    edited = np.clip(source.astype(int) + rng.integers(-12, 12, source.shape), 0, 255)
-    blob = (y - 0.3 * height / max(height, width)) ** 2 / 0.04 + (x - 0.35 * width / max(height, width)) ** 2 / 0.06 < 1
-    edited[blob] = edited[blob][:, ::-1]
-    masks = [np.zeros((height, width), np.uint8), np.zeros((height, width), np.uint8)]
-    masks[0][blob] = 255
-    masks[1][height // 2 :, width // 2 :] = 140  # soft, as ALE-Bench's grey PNGs can be
-    return source, edited.astype(np.uint8), masks
-
-
 @pytest.mark.parametrize("shape", ["square", "near square"])
-def test_structure_distance_is_dinos_forward_on_square_photos(loaded, dino_file, shape):
+def test_structure_distance_is_dinos_forward_on_square_photos(loaded, shape):
     """(The five aspect ratios: test_every_metric_on_every_aspect_ratio_equals_its_definition.)"""
-    state = torch.load(dino_file, weights_only=True)
-    source, edited, _ = photo(*SIZES[shape], seed=1)
+    state = torch.load(loaded.loaded["dino"], weights_only=True)
+    source, edited, _ = two_object_photo(*SIZES[shape], seed=1)
     value = AleMetrics(dino=loaded.dino).score(source, edited, EDITS, [np.zeros(source.shape[:2], np.uint8)] * 2, ["structure_distance"])
     gt_keys = keys_reference(state, source)
     expected = structure_distance_reference(keys_reference(state, edited), gt_keys)
@@ -129,7 +94,7 @@ def test_structure_distance_is_dinos_forward_on_square_photos(loaded, dino_file,
 def test_the_leftover_pixels_are_dropped_and_the_grid_rounds_down(loaded):
     """A 300 x 400 photo becomes 224 x 298 (298 = 37 patches of 8 and 2 leftover pixels): 1 + 28 * 37 tokens, and
     changing only the two rightmost columns changes nothing."""
-    source, edited, _ = photo(300, 400, seed=2)
+    source, edited, _ = two_object_photo(300, 400, seed=2)
     keys = loaded.dino.keys(torch.from_numpy(np.transpose(source.astype(np.float32), (2, 0, 1)))[None])
     assert keys.shape[0] == 1 + 28 * 37
     prepared = loaded.dino.transform(torch.from_numpy(np.transpose(source.astype(np.float32), (2, 0, 1))))[None]
@@ -143,10 +108,10 @@ def test_the_leftover_pixels_are_dropped_and_the_grid_rounds_down(loaded):
 
 
 @pytest.mark.parametrize("shape", RATIOS)
-def test_every_metric_on_every_aspect_ratio_equals_its_definition(loaded, dino_file, shape):
+def test_every_metric_on_every_aspect_ratio_equals_its_definition(loaded, shape):
     from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-    source, edited, masks = photo(*SIZES[shape], seed=5)
+    source, edited, masks = two_object_photo(*SIZES[shape], seed=5)
     scores = AleMetrics(loaded.clip, loaded.lpips, loaded.dino).score(source, edited, EDITS, masks, ALL_METRICS)
     values = scores.values
     assert list(values) == list(ALL_METRICS)
@@ -160,7 +125,7 @@ def test_every_metric_on_every_aspect_ratio_equals_its_definition(loaded, dino_f
         assert values[f"psnr{suffix}"] == pytest.approx(peak_signal_noise_ratio(pred, gt, data_range=1.0).item(), rel=1e-5)
         assert values[f"ssim{suffix}"] == pytest.approx(structural_similarity_index_measure(pred, gt, data_range=1.0).item(), rel=1e-5)
         assert values[f"lpips{suffix}"] == pytest.approx(loaded.lpips.net(pred * 2 - 1, gt * 2 - 1).item(), rel=1e-5)
-    state = torch.load(dino_file, weights_only=True)
+    state = torch.load(loaded.loaded["dino"], weights_only=True)
     keep = (1 - union).astype(np.float32)
     gt_keys = keys_reference(state, source)
     assert values["structure_distance"] == pytest.approx(structure_distance_reference(keys_reference(state, edited), gt_keys), rel=1e-4)
@@ -176,7 +141,7 @@ def test_every_metric_on_every_aspect_ratio_equals_its_definition(loaded, dino_f
 
 
 def test_an_empty_edited_region_gives_nan_edit_part_scores_as_ale(loaded):
-    source, edited, _ = photo(90, 160, seed=6)
+    source, edited, _ = two_object_photo(90, 160, seed=6)
     empty = [np.zeros(source.shape[:2], np.uint8)] * 2
     values = AleMetrics(loaded.clip, loaded.lpips, None).score(source, edited, EDITS, empty, ALL_METRICS).values
     assert all(math.isnan(values[f"{m}_edit_part"]) for m in ("psnr", "lpips", "mse", "ssim"))

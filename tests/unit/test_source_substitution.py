@@ -4,21 +4,11 @@ object's token ids occur in the base prompt's ids) on fixed token positions (the
 tests/comfy_nodes/test_source_substitution.py)."""
 import torch
 
+from harness.editing import official_substitution
 from leakfree_edit.attention.ore import object_restricted, substitute_spans
 from leakfree_edit.attention.tokens import first_occurrences
 
 EOS = 49407
-
-
-def official_substitution(base: torch.Tensor, solos: list[torch.Tensor], base_ids: list[int], object_ids: list[list[int]]) -> torch.Tensor:
-    """ALE's form written out: for each object, its ids (no BOS/EOS) searched in the base ids from the left, the first match's
-    positions overwritten, in object order, with the object's solo encoding at those same positions."""
-    out = base.clone()
-    for ids, solo in zip(object_ids, solos):
-        matches = [i for i in range(len(base_ids) - len(ids) + 1) if base_ids[i : i + len(ids)] == ids]
-        positions = list(range(matches[0], matches[0] + len(ids))) if matches else []
-        out[positions] = solo[positions]
-    return out
 
 
 def test_ale_code_is_the_official_form_on_fixed_token_positions():
