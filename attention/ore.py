@@ -36,6 +36,7 @@ class OreEmbeddings:
     substituted: torch.Tensor  # values of the background term
     objects: torch.Tensor  # [N, T, C]: ORE_i, values of object i's term
     own: torch.Tensor  # [N, T, C]: each object prompt encoded alone (strict isolation)
+    empty: torch.Tensor | None = None  # the empty prompt's window: the text a ControlNet on the target rows reads
 
 
 def substitute_spans(base: torch.Tensor, own: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor:
@@ -80,4 +81,4 @@ def object_restricted(
             "empty": lambda: empty[1 : 1 + tail],
         }[eos_mode]()
         objects.append(ore)
-    return OreEmbeddings(keys=base, substituted=substituted, objects=torch.stack(objects), own=own)
+    return OreEmbeddings(keys=base, substituted=substituted, objects=torch.stack(objects), own=own, empty=empty)

@@ -244,10 +244,11 @@ class ValueSubstitution:
 class RegionCrossAttention:
     """``attn2`` replace for one block: RGB-CAM on the target rows, the usual attention elsewhere.
 
-    ``previous`` is the replace another pack had installed on this block: it still
-    runs on every row (with the original keys and values), and on the target rows
-    its own contribution (previous - plain) is added to RGB-CAM, which composes
-    additive patches such as IP-Adapter's.
+    ``previous`` is the replace another pack had installed on this block: it still runs once on every row, with the
+    original keys and values, except that the target rows' text values are zeros. Its attention over the text then
+    gives exactly 0 there, and what it adds beyond that attention (IP-Adapter's image attention, comfyui
+    IPAdapter_plus CrossAttentionPatch.py: ``out + out_ip``) is added to RGB-CAM exactly: no term depends on another
+    object's text, and no subtraction leaves its rounding behind.
     """
 
     def __init__(self, previous=None):
@@ -268,8 +269,10 @@ class RegionCrossAttention:
         base_k, base_v = k[:, :context_tokens], v[:, :context_tokens]
         region = rgb_cam(q[rows], k[rows], v[rows], context_tokens, heads, program, extra_options)
         if self.previous is not None:
-            out = self.previous(q, base_k, base_v, extra_options)
-            out[rows] = region + out[rows] - plain(q[rows], base_k[rows], base_v[rows], heads, extra_options)
+            values = base_v.clone()
+            values[rows] = 0
+            out = self.previous(q, base_k, values, extra_options)
+            out[rows] = region + out[rows]
             return out
         if isinstance(rows, slice):  # the usual layout: one contiguous chunk of target rows, no gathers
             before, after = slice(0, rows.start), slice(rows.stop, q.shape[0])
