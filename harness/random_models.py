@@ -64,16 +64,36 @@ def unet(kind: str = "sd15", size: str = "tiny", seed: int = 0, dtype=torch.floa
     ``dtype``: the weights' dtype (what ``--fp16-unet``, ``--bf16-unet`` or UNETLoader's ``weight_dtype`` choose);
     ``compute_dtype``: when set, ComfyUI casts the weights to it per layer (``comfy.ops.manual_cast``), as it runs fp8
     weights, or fp16 weights on a device without fp16 arithmetic."""
+    return _patcher(unet_config(kind, size), seed, dtype, compute_dtype)
+
+
+def unet_config(kind: str = "sd15", size: str = "tiny"):
+    """ComfyUI's model config of an SD1.5 or SDXL UNet of that shape."""
     shapes = {("sd15", "tiny"): SD15_TINY, ("sd15", "full"): SD15_FULL, ("sdxl", "tiny"): SDXL_TINY, ("sdxl", "full"): SDXL_FULL}
     base = dict(use_checkpoint=False, image_size=32, in_channels=4, out_channels=4, use_spatial_transformer=True,
                 legacy=False, use_temporal_attention=False, use_temporal_resblock=False, dtype=torch.float32)
     if kind == "sd15":
         config = dict(base, adm_in_channels=None, context_dim=768, use_linear_in_transformer=False, **shapes[(kind, size)])
-        model_config = comfy.supported_models.SD15(config)
-    else:
-        config = dict(base, adm_in_channels=2816, num_classes="sequential", context_dim=2048, use_linear_in_transformer=True, **shapes[(kind, size)])
-        model_config = comfy.supported_models.SDXL(config)
-    return _patcher(model_config, seed, dtype, compute_dtype)
+        return comfy.supported_models.SD15(config)
+    config = dict(base, adm_in_channels=2816, num_classes="sequential", context_dim=2048, use_linear_in_transformer=True, **shapes[(kind, size)])
+    return comfy.supported_models.SDXL(config)
+
+
+def controlnet_model(kind: str = "sd15", size: str = "tiny", seed: int = 0) -> torch.nn.Module:
+    """ComfyUI's ControlNet (comfy/cldm/cldm.py) for the UNet of that shape, as its loader builds it (the UNet's config
+    without ``out_channels``, an RGB hint), with random weights."""
+    import comfy.cldm.cldm
+    import comfy.ops
+
+    config = {k: v for k, v in unet_config(kind, size).unet_config.items() if k != "out_channels"}
+    return randomize_(comfy.cldm.cldm.ControlNet(hint_channels=3, operations=comfy.ops.disable_weight_init, **config), seed)
+
+
+def controlnet(kind: str = "sd15", seed: int = 0):
+    """A random-weight SD ControlNet of the tiny UNet's shape behind ComfyUI's ``ControlNet`` object."""
+    import comfy.controlnet
+
+    return comfy.controlnet.ControlNet(controlnet_model(kind, "tiny", seed), load_device=torch.device("cpu"))
 
 
 def _patcher(model_config, seed: int, dtype, compute_dtype) -> comfy.model_patcher.ModelPatcher:

@@ -96,10 +96,12 @@ def check_model(model, plan: EditPlan, node: str) -> None:
         )
 
 
-def check_mask_size(masks: torch.Tensor, latent: torch.Tensor, node: str) -> None:
+def check_mask_size(masks: torch.Tensor, latent: torch.Tensor, node: str, latent_name: str = "the source latent",
+                    fix: str = "the same image you VAE-encoded") -> None:
+    """Masks drawn on a picture of another shape than ``latent``'s would be stretched off the objects: refused."""
     (height, width), (rows, columns) = masks.shape[-2:], latent.shape[-2:]
     if aspect_mismatch((height, width), (rows, columns)):
         raise NodeInputError(
-            f"{node}: the object masks are {width}x{height} px but the source latent is for a {8 * columns}x{8 * rows} px "
-            "image (another shape). Make the masks from the same image you VAE-encoded (resize or crop both alike)."
+            f"{node}: the object masks are {width}x{height} px but {latent_name} is for a {8 * columns}x{8 * rows} px "
+            f"image (another shape). Make the masks from {fix} (resize or crop both alike)."
         )

@@ -29,11 +29,10 @@ from ..attention.joint_attention import (
 )
 from ..attention.plan import EditPlan, EditPlanError, parse_edits
 from ..attention.self_attention import LAYOUT_KEY
-from ..masking.quality import aspect_mismatch
-from .checks import JOINT_KEY, ORE_KEY
+from .checks import JOINT_KEY, ORE_KEY, check_mask_size
 from .errors import NodeInputError
 from .object_masks import show_warnings
-from .patching import ControlNetText, attention_flag, context_dim, is_flux_model
+from .patching import TargetConds, attention_flag, context_dim, is_flux_model
 
 WRAPPER_KEY = "leakfree_edit_joint"
 TEXT_ENCODERS = {"l", "t5xxl"}  # the tokenizer keys of Flux's CLIP (comfy/text_encoders/flux.py, FluxTokenizer)
@@ -207,13 +206,7 @@ def check_mask_sets(program: JointAttentionProgram, rows: int, negatives: int = 
 
 
 def check_mask_shape(program: JointAttentionProgram, latent_height: int, latent_width: int) -> None:
-    height, width = program.regions.masks.shape[-2:]
-    if aspect_mismatch((height, width), (latent_height, latent_width)):
-        raise NodeInputError(
-            f"{JOINT_NODE}: the object masks are {width}x{height} px but the latent being sampled is for a "
-            f"{8 * latent_width}x{8 * latent_height} px image (another shape). Make the masks from the image you sample "
-            "(resize or crop both alike)."
-        )
+    check_mask_size(program.regions.masks, torch.empty(latent_height, latent_width), JOINT_NODE, "the latent being sampled", "the image you sample")
 
 
 def install_joint_program(model, program: JointAttentionProgram, unique_id=None) -> None:
@@ -222,7 +215,7 @@ def install_joint_program(model, program: JointAttentionProgram, unique_id=None)
     model.model_options.setdefault("transformer_options", {})[PROGRAM_KEY] = program
     install_joint_wrapper(model)
     if not model.get_wrappers(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, WRAPPER_KEY):
-        model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, WRAPPER_KEY, JointControlNetText(unique_id))
+        model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, WRAPPER_KEY, JointTargetConds(unique_id))
 
 
 def install_joint_wrapper(model) -> None:
@@ -239,7 +232,7 @@ CONTROLNET_WARNING = (
 CONTROLNET_MEASURED = "on the random-weight test Flux over 4 steps, 0.1 % of the unpatched model's leak; 29 % when it read the base prompt"
 
 
-class JointControlNetText(ControlNetText):
+class JointTargetConds(TargetConds):
     """Flux: a ControlNet on the target reads the background prompt (and any tokens appended after the window), and the
     node warns once: the ControlNet's own joint attention is not routed."""
 

@@ -88,7 +88,7 @@ def install_region_program(model, program: RegionAttentionProgram, self_attentio
     if not any(isinstance(p, ValueSubstitution) for p in patches):
         model.set_model_attn2_patch(ValueSubstitution())
         wrap_blocks(model, "attn2", RegionCrossAttention)
-        model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, PROGRAM_KEY, RegionControlNetText())
+        model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, PROGRAM_KEY, RegionTargetConds())
     if self_attention:
         wrap_blocks(model, "attn1", RegionSelfAttention)
 
@@ -118,22 +118,24 @@ def attention_flag() -> str | None:
     return next((flag for name, flag in ATTENTION_FLAGS.items() if getattr(args, name, False)), None)
 
 
-class ControlNetText:
-    """``calc_cond_batch`` wrapper: a ControlNet on the target's conditioning reads a text that carries no object.
+class TargetConds:
+    """``calc_cond_batch`` wrapper: what the target's conditioning needs before each model call. Subclasses find the
+    program, check it against the latent being sampled, and give the text a ControlNet on the target reads.
 
     A ControlNet runs its own copy of the model's blocks on the cond's text, outside the pack's patches, and adds its
     output to every pixel: fed the target base prompt (every object's text), it would carry object j into region i.
     ComfyUI's ControlNet reads ``crossattn_controlnet`` when a cond has it, else the cond's own text (comfy/controlnet.py,
     ``get_control``): the target's first window becomes :meth:`object_free`'s, and the other conds with a ControlNet get
-    their own text under that key, so that cond and negative still run in one batch. Subclasses find the program."""
+    their own text under that key, so that cond and negative still run in one batch."""
 
     program_key = None
 
     def __call__(self, executor, model, conds, x_in, timestep, model_options):
         program = model_options.get("transformer_options", {}).get(self.program_key)
-        controlled = any(c.get("control") is not None for slot in conds if slot for c in slot)
-        if program is not None and controlled and self.active(program, timestep):
-            conds = [None if slot is None else [self.controlnet_text(c, program) for c in slot] for slot in conds]
+        if program is not None and self.active(program, timestep):
+            self.check(program, x_in)
+            if any(c.get("control") is not None for slot in conds if slot for c in slot):
+                conds = [None if slot is None else [self.controlnet_text(c, program) for c in slot] for slot in conds]
         return executor(model, conds, x_in, timestep, model_options)
 
     def controlnet_text(self, cond: dict, program) -> dict:
@@ -152,6 +154,9 @@ class ControlNetText:
     def active(self, program, timestep) -> bool:
         raise NotImplementedError
 
+    def check(self, program, x_in: torch.Tensor) -> None:
+        """Refuse what the latent being sampled shows to be wrong."""
+
     def object_free(self, program, context):
         """The window the ControlNet reads instead of ``context``'s first, when ``context`` is the target's; else None."""
         raise NotImplementedError
@@ -160,13 +165,21 @@ class ControlNetText:
         """Called when a ControlNet on the target reads the object-free text."""
 
 
-class RegionControlNetText(ControlNetText):
-    """SD1.5/SDXL: a ControlNet on the target reads the empty prompt (Object-Restricted Encode encodes it with the plan)."""
+class RegionTargetConds(TargetConds):
+    """SD1.5/SDXL: masks of another shape than the latent are refused (the first node that sees the latent: without an
+    image on the Object Masks node nothing checked them); a ControlNet on the target reads the empty prompt (Object-
+    Restricted Encode encodes it with the plan)."""
 
     program_key = PROGRAM_KEY
 
     def active(self, program, timestep) -> bool:
         return program.cross is not None and program.cross.active(timestep)
+
+    def check(self, program, x_in: torch.Tensor) -> None:
+        from .checks import check_mask_size  # checks.py imports this module
+
+        check_mask_size(program.cross.masks, x_in, "Region-Guided Cross-Attention (LeakFree)", "the latent being sampled",
+                        "the image you sample, or connect that image to the Object Masks node's image input to check them there")
 
     def object_free(self, program, context):
         keys = program.cross.embeddings.keys
