@@ -11,7 +11,9 @@ import comfy.ldm.flux.model as comfy_flux
 import comfy.ldm.modules.attention as comfy_attention
 import comfy.patcher_extension
 
-from ..attention.region_attention import PROGRAM_KEY, RegionAttentionProgram, RegionCrossAttention, ValueSubstitution, target_rows
+from ..attention.region_attention import (
+    LATER_KEY, PROGRAM_KEY, RegionAttentionProgram, RegionCrossAttention, ValueSubstitution, target_rows,
+)
 from ..attention.self_attention import RegionSelfAttention
 from .errors import NodeInputError
 
@@ -136,7 +138,11 @@ class TargetConds:
             self.check(program, x_in)
             if any(c.get("control") is not None for slot in conds if slot for c in slot):
                 conds = [None if slot is None else [self.controlnet_text(c, program) for c in slot] for slot in conds]
-        return executor(model, conds, x_in, timestep, model_options)
+        return executor(model, conds, x_in, timestep, self.options(model_options))
+
+    def options(self, model_options: dict) -> dict:
+        """The model options for the call (subclasses hand the program what it needs from them)."""
+        return model_options
 
     def controlnet_text(self, cond: dict, program) -> dict:
         model_conds = cond.get("model_conds", {})
@@ -180,6 +186,14 @@ class RegionTargetConds(TargetConds):
 
         check_mask_size(program.cross.masks, x_in, "Region-Guided Cross-Attention (LeakFree)", "the latent being sampled",
                         "the image you sample, or connect that image to the Object Masks node's image input to check them there")
+
+    def options(self, model_options: dict) -> dict:
+        """Replaces other packs put on blocks under (block, id) keys, for the program's replaces to run them: ComfyUI
+        would run the program's (block, id, index) replace instead (comfy/ldm/modules/attention.py, BasicTransformerBlock)."""
+        options = model_options.get("transformer_options", {})
+        later = {key: patch for key, patch in options.get("patches_replace", {}).get("attn2", {}).items()
+                 if len(key) == 2 and not isinstance(patch, RegionCrossAttention)}
+        return {**model_options, "transformer_options": {**options, LATER_KEY: later}} if later else model_options
 
     def object_free(self, program, context):
         keys = program.cross.embeddings.keys
