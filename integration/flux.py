@@ -206,7 +206,7 @@ def check_mask_sets(program: JointAttentionProgram, rows: int, negatives: int = 
 
 
 def check_mask_shape(program: JointAttentionProgram, latent_height: int, latent_width: int) -> None:
-    check_mask_size(program.regions.masks, torch.empty(latent_height, latent_width), JOINT_NODE, "the latent being sampled", "the image you sample")
+    check_mask_size(program.regions.masks, (latent_height, latent_width), JOINT_NODE, "the latent being sampled", "the image you sample")
 
 
 def install_joint_program(model, program: JointAttentionProgram, unique_id=None) -> None:
