@@ -172,3 +172,22 @@ def test_touching_objects_keep_their_tokens_and_inner_gives_a_nested_object_its_
     pixels = inner.view(LATENT[2] // 2, LATENT[3] // 2).repeat_interleave(2, 0).repeat_interleave(2, 1)
     assert torch.equal(outs[0][..., pixels == 1], outs[1][..., pixels == 1])
     assert not torch.equal(outs[0][..., pixels == 2], outs[1][..., pixels == 2])
+
+
+def test_cfg_above_one_with_a_mask_set_per_image(models):
+    """A batch of two images, each with its own mask set (the second mirrored), CFG 3: every target and negative row
+    takes its own image's masks, and each image's wolf stays bit-identical when the moon's prompt changes."""
+    from leakfree_edit.nodes.joint_attention import RegionGuidedJointAttention
+
+    masks = torch.cat([MASKS, MASKS.flip(-1)])
+    negative = encode(models.flux_clip(), "blurry, low quality")
+    batch = torch.randn(2, *LATENT[1:], generator=torch.Generator().manual_seed(4))
+    outs = []
+    for edits in (EDITS, MOON_CHANGED):
+        target, _, _ = encode_flux(models, edits)
+        model, = RegionGuidedJointAttention.execute(models.flux(), target, masks)
+        outs.append(sample(model, target, negative, batch, 3.0, steps=3))
+    pixels = pixel_classes()
+    for image, grid in ((0, pixels), (1, pixels.flip(-1))):
+        assert torch.equal(outs[0][image][..., grid == WOLF], outs[1][image][..., grid == WOLF])
+        assert not torch.equal(outs[0][image][..., grid == MOON], outs[1][image][..., grid == MOON])

@@ -137,9 +137,9 @@ def test_strict_region_is_independent_of_other_objects_text(embeddings):
     assert torch.equal(out[1, region_pixels(0)], moved[1, region_pixels(0)])
 
 
-def test_strict_bias_never_blocks_a_whole_row():
-    bias = region_bias(make_masks(), SPANS, TOKENS, True, torch.float32)
-    assert torch.isfinite(bias).any(dim=-1).all()
+def test_strict_bias_never_blocks_a_whole_row(dtype):
+    bias = region_bias(make_masks(), SPANS, TOKENS, True, dtype)
+    assert bias.dtype == dtype and torch.isfinite(bias).any(dim=-1).all()
     assert (torch.isfinite(bias).sum(dim=-1) <= TOKENS).all()  # one block per pixel
 
 
