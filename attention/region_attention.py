@@ -28,6 +28,7 @@ from .ore import OreEmbeddings
 PROGRAM_KEY = "leakfree_edit"
 ROWS_KEY = "leakfree_edit_rows"  # per-block hand-over from the attn2_patch to the replace
 LATER_KEY = "leakfree_edit_later_replaces"  # {(block, id): replace} other packs put on blocks after the program (see patched_after)
+LAYOUT_KEY = "leakfree_edit_layout"  # the dual-branch guider's BranchLayout of the call (self_attention.py)
 
 # fn(q, k, v, heads, extra_options) -> [B, tokens, heads * dim_head]
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, dict], torch.Tensor]
@@ -121,6 +122,7 @@ class RegionAttentionProgram:
     call_observers: tuple = ()  # CrossAttentionCallObserver terms, shown every cross-attention call's query and own keys
     self_biases: tuple = ()  # SelfAttentionBias terms (see self_attention.py)
     structure_lock: object = None  # the dual branch's StructureLock term (see self_attention.py), for one run
+    replacement: object = None  # Prompt-to-Prompt's MapReplacement term (see replacement.py)
     cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __deepcopy__(self, memo):
@@ -144,6 +146,9 @@ class RegionAttentionProgram:
 
     def with_structure_lock(self, term) -> "RegionAttentionProgram":
         return replace(self, structure_lock=term, cache={})
+
+    def with_replacement(self, term) -> "RegionAttentionProgram":
+        return replace(self, replacement=term, cache={})
 
     def cached(self, key, build):
         """``build()``, computed once per ``key`` for this program (grids, masks and columns per layer size)."""
@@ -266,7 +271,14 @@ class RegionCrossAttention:
             for observer in program.call_observers:
                 observer.observe_call(query, keys, extra_options)
         if stash is None:
-            return previous(q, k, v, extra_options) if previous else plain(q, k, v, heads, extra_options)
+            replaced = None
+            if program is not None and program.replacement is not None:
+                replaced = program.replacement.attend(q, k, v, heads, extra_options, extra_options.get(LAYOUT_KEY))
+            if replaced is None:
+                return previous(q, k, v, extra_options) if previous else plain(q, k, v, heads, extra_options)
+            if previous is not None:  # keep another pack's (additive) contribution
+                replaced = replaced + previous(q, k, v, extra_options) - plain(q, k, v, heads, extra_options)
+            return replaced
         rows, context_tokens = stash
         base_k, base_v = k[:, :context_tokens], v[:, :context_tokens]
         region = rgb_cam(q[rows], k[rows], v[rows], context_tokens, heads, program, extra_options)
