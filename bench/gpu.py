@@ -239,7 +239,7 @@ def main(argv=None) -> int:
         variants, side = flux_variants(tuple(args.flux_blocks), args.flux_size, dtype, device)
         title = f"Flux width 3072, {args.flux_blocks[0]} + {args.flux_blocks[1]} blocks, {args.flux_size}x{args.flux_size} (latent {side}x{side}), CFG 1"
         rows.append((title, measure(variants, args.rounds, device)))
-    print(f"\n| variant | s/step | x plain | peak GiB | routed rows' SDPA kernels |\n|---|---|---|---|---|")
+    print("\n| variant | s/step | x plain | peak GiB | routed rows' SDPA kernels |\n|---|---|---|---|---|")
     for title, results in rows:
         print(f"| **{title}** | | | | |")
         plain = next(iter(results.values()))["seconds"]

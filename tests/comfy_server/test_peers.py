@@ -9,7 +9,6 @@ residuals. With isolation ``strict``, changing the moon's prompt must leave the 
 ControlNet residual bit-identical, while removing IP-Adapter, the LoRA or the ControlNet must change them: each one acts.
 """
 import json
-import os
 
 import pytest
 import torch
