@@ -7,19 +7,28 @@ carries every object: isolation cannot come from picking tokens of one encoding 
 routing which token may attend to which. Every token gets a class, 0 for the background and i+1 for object i:
 
 - text: the target rows read a *joint layout* of fixed slots instead of the base prompt: slot i holds the first
-  tokens of object i's prompt encoded alone, the last slot the background prompt (never the target prompts);
-- image: a token's class comes from the object masks on the token grid (a token claimed by two objects, and any
-  token appended to the image such as a Kontext reference, is background).
+  tokens of object i's prompt encoded alone, the last slot the background prompt (never the target prompts). The
+  negative rows of CFG read the negative prompt in every slot (each region its own copy). Tokens appended to the text
+  after the window (Redux's image tokens from StyleModelApply, a ConditioningConcat) are a *shared* class;
+- image: a token's class comes from the object masks on the token grid (:func:`~..masking.token_grid.token_regions`:
+  a token two objects claim goes to the one covering more of it; any token appended to the image such as a Kontext
+  reference is background).
 
 Query -> key rules (an additive -inf bias on everything else, one fused attention call per block):
 
 - text of class c <-> text of class c, and text of class c <-> image of class c (both directions);
-- image of class c -> image of class c and background image (``region`` mode), or every image token (``all``).
+- image of class c -> image of class c and background image (``region`` mode), or every image token (``all``);
+- every token -> shared text; shared text -> shared text only (so it carries nothing of any object and every region
+  may read it).
 
 So object i's region reads only object i's text, its own tokens and the background; the background reads only the
 background prompt and itself. Nothing a token depends on, over any number of blocks, holds object j's text, so the
 model's output in region i is unchanged, bit for bit, when object j's prompt changes (j != i), and the background's
 is unchanged by every object's prompt. Slots have a fixed size and place, so a changed prompt moves no other token.
+
+The routed rows are computed by the pack's own fused call (:func:`sdpa_attention`, torch SDPA with the bias), never by
+the backend ComfyUI was started with: SageAttention's kernel takes ``attn_mask`` into ``**kwargs`` and drops it, flash
+kernels refuse masks. Every other row keeps the user's backend.
 
 The dual branch's structure lock (Dual-Branch Edit Guider for Flux) rides on the same override: while it is on, each
 target row's image tokens attend with their source row's queries and keys (after RoPE; both rows share the positions)
@@ -34,7 +43,9 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 
+from ..masking.ops import OVERLAP_RULES
 from ..masking.token_grid import token_regions
 from .plan import EditPlanError
 from .region_attention import SigmaWindow, target_rows
@@ -43,11 +54,19 @@ from .self_attention import LAYOUT_KEY, BranchLayout, StructureLock, lock_querie
 NODE = "Region-Guided Joint Attention (LeakFree)"
 PROGRAM_KEY = "leakfree_edit_joint"  # the program in transformer_options
 STRUCTURE_LOCK_KEY = "leakfree_edit_joint_lock"  # the dual branch's StructureLock for one sampling run
+SHARED = -1  # the class of text tokens appended after the window: every token may read them, they read only each other
 IMAGE_ATTENTION = ("region", "all")
 IMAGE_ATTENTION_HELP = {
     "region": "an object's image tokens attend to their own region and the background (isolated over every block).",
     "all": "image tokens attend to every image token (only the text is routed: object j reaches region i through "
            "object j's image tokens from the second block on).",
+}
+NEGATIVE_ROWS = ("routed", "plain")
+NEGATIVE_ROWS_HELP = {
+    "routed": "the negative prompt's rows (CFG above 1) are routed too, each region reading its own copy of the negative "
+              "prompt: isolation holds at any CFG.",
+    "plain": "the negative's rows run as the unpatched model: from the second step region i follows object j's region "
+             "through them (a few % of object j's own change).",
 }
 
 
@@ -58,10 +77,18 @@ class JointText:
     keys: torch.Tensor  # the target base prompt's encoding: the target rows' context, found by content
     layout: torch.Tensor  # what the target rows read instead: the objects' slots, then the background's
     classes: torch.Tensor  # long [L]: i+1 in object i's slot, 0 in the background's
+    background: torch.Tensor  # the background prompt's whole window: what a ControlNet on the target rows reads
 
     @property
     def tokens(self) -> int:
         return self.keys.shape[0]
+
+    def slot_offsets(self) -> torch.Tensor:
+        """long [L]: each position's index inside its own slot (slots are runs of one class)."""
+        starts = torch.ones_like(self.classes, dtype=torch.bool)
+        starts[1:] = self.classes[1:] != self.classes[:-1]
+        first = torch.cummax(torch.where(starts, torch.arange(self.tokens), 0), dim=0).values
+        return torch.arange(self.tokens) - first
 
 
 def slot_tokens(length: int, count: int) -> int:
@@ -89,13 +116,13 @@ def joint_text(base, own, own_lengths, background, background_length, targets, n
         raise EditPlanError(f"{node}: the background prompt is {background_length} tokens; with {count} objects {rest} are left for it. Shorten it.")
     layout = torch.cat([own[:, :slot].flatten(0, 1), background[:rest]])
     classes = torch.cat([torch.arange(1, count + 1).repeat_interleave(slot), torch.zeros(rest, dtype=torch.long)])
-    return JointText(keys=base, layout=layout, classes=classes)
+    return JointText(keys=base, layout=layout, classes=classes, background=background)
 
 
 def joint_bias(text_classes: torch.Tensor, image_classes: torch.Tensor, image_attention: str, dtype) -> torch.Tensor:
     """The additive bias ``[I, 1, T+P, T+P]`` of the rules above, for ``[text | image]`` sequences.
 
-    ``text_classes`` long [T]; ``image_classes`` long [I, P] (one row per mask set).
+    ``text_classes`` long [T] (``SHARED`` for appended text); ``image_classes`` long [I, P] (one row per mask set).
     """
     if image_attention not in IMAGE_ATTENTION:
         raise ValueError(f"image_attention must be one of {IMAGE_ATTENTION}, got {image_attention!r}")
@@ -105,18 +132,27 @@ def joint_bias(text_classes: torch.Tensor, image_classes: torch.Tensor, image_at
     allowed = classes.unsqueeze(2) == classes.unsqueeze(1)
     image_pairs = image.unsqueeze(2) & image.unsqueeze(1)
     allowed |= image_pairs if image_attention == "all" else image_pairs & (classes == 0).unsqueeze(1)
+    allowed |= (classes == SHARED).unsqueeze(1)
     bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
     return bias.masked_fill_(~allowed, float("-inf")).unsqueeze(1)
 
 
 @dataclass(frozen=True)
 class JointRegions(SigmaWindow):
-    """The program's term: the joint text, the object masks ``[I*N, H, W]`` (one set, or one per image) and the mode."""
+    """The program's term: the joint text, the object masks ``[I*N, H, W]`` (one set, or one per image), the image
+    attention mode, the overlap rule on the token grid and what the negative's rows read."""
 
     text: JointText
     masks: torch.Tensor
     count: int
     image_attention: str = "region"
+    overlap: str = "background"
+    negative: str = "routed"
+
+    def __post_init__(self):
+        for name, options in (("overlap", OVERLAP_RULES), ("negative", NEGATIVE_ROWS)):
+            if getattr(self, name) not in options:
+                raise ValueError(f"{name} must be one of {options}, got {getattr(self, name)!r}")
 
     @property
     def mask_sets(self) -> int:
@@ -125,7 +161,7 @@ class JointRegions(SigmaWindow):
 
 @dataclass
 class JointAttentionProgram:
-    """What the patched model needs for its target rows; grids and biases are built once per size."""
+    """What the patched model needs for its routed rows; grids and biases are built once per size."""
 
     regions: JointRegions
     cache: dict = field(default_factory=dict, repr=False, compare=False)
@@ -145,26 +181,41 @@ class JointAttentionProgram:
         return self.cached(("text", device, dtype), lambda: (text.keys.to(device, dtype), text.layout.to(device, dtype)))
 
     def target_rows(self, context: torch.Tensor, sigmas) -> torch.Tensor | None:
-        """Rows of ``context`` [B, L, C] that hold the target base prompt while the term is active, else None."""
-        if not self.regions.active(sigmas) or context.shape[1] != self.regions.text.tokens:
+        """Rows of ``context`` [B, T, C] whose first L tokens hold the target base prompt (T > L: tokens appended after it,
+        e.g. Redux's) while the term is active, else None."""
+        if not self.regions.active(sigmas) or context.shape[1] < self.regions.text.tokens:
             return None
-        rows = target_rows(context, self.text_tokens(context.device, context.dtype)[0])
+        rows = target_rows(context[:, : self.regions.text.tokens], self.text_tokens(context.device, context.dtype)[0])
         return rows if rows.numel() else None
 
-    def bias(self, latent_height: int, latent_width: int, patch: int, tokens: int, device, dtype) -> torch.Tensor | None:
-        """The bias for a sequence of ``tokens`` = text + image grid (+ appended image tokens), or None if it does not fit."""
+    def own_slots(self, window: torch.Tensor) -> torch.Tensor:
+        """``window`` [R, L, C] (a negative prompt's first L tokens) laid out in every slot, as the joint layout lays out
+        the objects: slot i holds its first tokens (each region reads its own copy)."""
+        offsets = self.cached(("offsets",), self.regions.text.slot_offsets).to(window.device)
+        return window[:, offsets]
+
+    def bias(self, latent_height: int, latent_width: int, patch: int, text_tokens: int, tokens: int, device, dtype,
+             images: tuple[int, ...] = ()) -> torch.Tensor | None:
+        """The bias for a sequence of ``tokens`` = ``text_tokens`` (the window, then shared tokens) + the image grid
+        (+ appended image tokens, background), or None if it does not fit: ``[1, 1, T, T]`` for one mask set, else one
+        per routed row, ``images`` giving each row's mask set."""
         regions = self.regions
         rows, columns = -(-latent_height // patch), -(-latent_width // patch)
-        extra = tokens - regions.text.tokens - rows * columns
-        if extra < 0:
+        extra = tokens - text_tokens - rows * columns
+        if extra < 0 or text_tokens < regions.text.tokens:
             return None
 
         def build():
-            image = token_regions(regions.masks.to(device), regions.count, latent_height, latent_width, patch)
-            image = torch.cat([image, image.new_zeros(image.shape[0], extra)], dim=1)  # appended tokens: background
-            return joint_bias(regions.text.classes, image, regions.image_attention, dtype)
+            image = token_regions(regions.masks.to(device), regions.count, latent_height, latent_width, patch, regions.overlap)
+            image = torch.cat([image, image.new_zeros(image.shape[0], extra)], dim=1)  # appended image tokens: background
+            appended = torch.full((text_tokens - regions.text.tokens,), SHARED, dtype=torch.long)
+            return joint_bias(torch.cat([regions.text.classes, appended]), image, regions.image_attention, dtype)
 
-        return self.cached(("bias", latent_height, latent_width, patch, tokens, device, dtype), build)
+        key = ("bias", latent_height, latent_width, patch, text_tokens, tokens, device, dtype)
+        bias = self.cached(key, build)
+        if bias.shape[0] == 1:
+            return bias
+        return self.cached((*key, images), lambda: bias[torch.tensor(images, device=bias.device)])
 
 
 def locked_layout(transformer_options: dict) -> BranchLayout | None:
@@ -176,14 +227,36 @@ def locked_layout(transformer_options: dict) -> BranchLayout | None:
     return layout
 
 
+def sdpa_attention(q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False, skip_output_reshape=False, **kwargs):
+    """The routed rows' attention: one torch SDPA call with the additive ``mask``, in the signature of ComfyUI's attention
+    functions (comfy/ldm/modules/attention.py, ``attention_pytorch``), so another pack's override can take it as its
+    ``func``. ``[B, tokens, heads * dim]`` in and out, or ``[B, heads, tokens, dim]`` in with ``skip_reshape``."""
+    if not skip_reshape:
+        batch, _, inner = q.shape
+        q, k, v = (t.view(batch, -1, heads, inner // heads).transpose(1, 2) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask.to(q.dtype))
+    return out if skip_output_reshape else out.transpose(1, 2).flatten(2)
+
+
+class RoutingBypassed(RuntimeError):
+    """Another pack's override answered a routed call without calling the attention it was handed."""
+
+    def __init__(self, override):
+        super().__init__(f"the attention override {type(override).__name__} did not call the routed attention")
+        self.override = override
+
+
 class JointAttention:
     """``optimized_attention_override`` for one model call: the structure lock on the image tokens of the ``lock``
     layout's target rows (text first: ``text_tokens`` of every sequence are text), then the routing bias on the
-    target ``rows``, plain attention elsewhere.
+    routed ``rows``, plain attention elsewhere.
 
-    ``previous`` is the override another pack had set: it still receives every call (with the locked queries and keys,
-    and the bias added to the target rows' mask). Other rows get exactly the call the unpatched model makes, on their
-    own slice of the batch.
+    The routed rows go through :func:`sdpa_attention`, the other rows through the function ComfyUI hands the override
+    (the user's backend). ``bias_for(tokens, device, dtype)`` gives the routed rows' bias, one per routed row or one for all.
+    ``previous`` is the override another pack had set: it still receives every call (with the locked queries and keys;
+    on the routed rows with the bias added to the mask and :func:`sdpa_attention` as its function, which it must call:
+    :class:`RoutingBypassed` otherwise). Other rows get exactly the call the unpatched model makes, on their own slice
+    of the batch.
     """
 
     def __init__(self, batch: int, rows: torch.Tensor | None = None, bias_for=None, lock: BranchLayout | None = None,
@@ -202,12 +275,21 @@ class JointAttention:
         mask = _batched_mask(mask, q.dtype)
         own = lambda index: None if mask is None else (mask[index] if mask.shape[0] == batch else mask)
         target_mask = bias if mask is None else bias + own(rows)
-        region = attend(q[rows], k[rows], v[rows], heads, mask=target_mask, **kwargs)
+        region = self._routed(q[rows], k[rows], v[rows], heads, mask=target_mask, **kwargs)
         if others is None:
             return region
         out = region.new_empty((batch, *region.shape[1:]))
         out[rows] = region
         out[others] = attend(q[others], k[others], v[others], heads, mask=own(others), **kwargs)
+        return out
+
+    def _routed(self, *args, **kwargs):
+        if self.previous is None:
+            return sdpa_attention(*args, **kwargs)
+        called = []
+        out = self.previous(lambda *a, **k: called.append(True) or sdpa_attention(*a, **k), *args, **kwargs)
+        if not called:
+            raise RoutingBypassed(self.previous)
         return out
 
 
@@ -220,7 +302,7 @@ def _batched_mask(mask, dtype):
 
 
 def _as_index(rows: torch.Tensor, batch: int):
-    """(target rows, other rows or None), each a slice when contiguous (views, not copies)."""
+    """(routed rows, other rows or None), each a slice when contiguous (views, not copies)."""
     keep = torch.ones(batch, dtype=torch.bool)
     keep[rows.cpu()] = False
     others = torch.nonzero(keep).flatten()

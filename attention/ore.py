@@ -43,6 +43,7 @@ class OreEmbeddings:
     objects: torch.Tensor  # [N, T, C]: ORE_i, values of object i's term
     own: torch.Tensor  # [N, T, C]: each object prompt encoded alone (strict isolation)
     eos_mode: str = "object"  # what filled ORE_i from the base EOS on (EOS_MODES), to assemble them again from new encodings
+    empty: torch.Tensor | None = None  # the empty prompt's window: the text a ControlNet on the target rows reads
 
 
 def substitute_spans(base: torch.Tensor, own: torch.Tensor, spans: list[tuple[int, int]], substitution: str = "pack") -> torch.Tensor:
@@ -99,4 +100,5 @@ def object_restricted(
             "empty": lambda: empty[1 : 1 + tail],
         }[eos_mode]()
         objects.append(ore)
-    return OreEmbeddings(keys=base, substituted=substituted, objects=torch.stack(objects), own=own, eos_mode=eos_mode)
+    return OreEmbeddings(keys=base, substituted=substituted, objects=torch.stack(objects), own=own, eos_mode=eos_mode,
+                         empty=empty)

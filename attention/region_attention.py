@@ -27,6 +27,7 @@ from .ore import OreEmbeddings
 
 PROGRAM_KEY = "leakfree_edit"
 ROWS_KEY = "leakfree_edit_rows"  # per-block hand-over from the attn2_patch to the replace
+LATER_KEY = "leakfree_edit_later_replaces"  # {(block, id): replace} other packs put on blocks after the program (see patched_after)
 LAYOUT_KEY = "leakfree_edit_layout"  # the dual-branch guider's BranchLayout of the call (self_attention.py)
 
 # fn(q, k, v, heads, extra_options) -> [B, tokens, heads * dim_head]
@@ -249,10 +250,11 @@ class ValueSubstitution:
 class RegionCrossAttention:
     """``attn2`` replace for one block: RGB-CAM on the target rows, the usual attention elsewhere.
 
-    ``previous`` is the replace another pack had installed on this block: it still
-    runs on every row (with the original keys and values), and on the target rows
-    its own contribution (previous - plain) is added to RGB-CAM, which composes
-    additive patches such as IP-Adapter's.
+    ``previous`` is the replace another pack had installed on this block: it still runs once on every row, with the
+    original keys and values, except that the target rows' text values are zeros. Its attention over the text then
+    gives exactly 0 there, and what it adds beyond that attention (IP-Adapter's image attention, comfyui
+    IPAdapter_plus CrossAttentionPatch.py: ``out + out_ip``) is added to RGB-CAM exactly: no term depends on another
+    object's text, and no subtraction leaves its rounding behind.
     """
 
     def __init__(self, previous=None):
@@ -263,6 +265,7 @@ class RegionCrossAttention:
         stash = extra_options.pop(ROWS_KEY, None)
         heads = extra_options["n_heads"]
         plain = program.attention if program is not None else None
+        previous = self.previous or patched_after(extra_options)
         if program is not None and program.call_observers:
             query, keys = split_heads(q, heads), split_heads(k if stash is None else k[:, : stash[1]], heads)
             for observer in program.call_observers:
@@ -272,16 +275,18 @@ class RegionCrossAttention:
             if program is not None and program.replacement is not None:
                 replaced = program.replacement.attend(q, k, v, heads, extra_options, extra_options.get(LAYOUT_KEY))
             if replaced is None:
-                return self.previous(q, k, v, extra_options) if self.previous else plain(q, k, v, heads, extra_options)
-            if self.previous is not None:  # keep another pack's (additive) contribution, as on RGB-CAM's rows
-                replaced = replaced + self.previous(q, k, v, extra_options) - plain(q, k, v, heads, extra_options)
+                return previous(q, k, v, extra_options) if previous else plain(q, k, v, heads, extra_options)
+            if previous is not None:  # keep another pack's (additive) contribution
+                replaced = replaced + previous(q, k, v, extra_options) - plain(q, k, v, heads, extra_options)
             return replaced
         rows, context_tokens = stash
         base_k, base_v = k[:, :context_tokens], v[:, :context_tokens]
         region = rgb_cam(q[rows], k[rows], v[rows], context_tokens, heads, program, extra_options)
-        if self.previous is not None:
-            out = self.previous(q, base_k, base_v, extra_options)
-            out[rows] = region + out[rows] - plain(q[rows], base_k[rows], base_v[rows], heads, extra_options)
+        if previous is not None:
+            values = base_v.clone()
+            values[rows] = 0
+            out = previous(q, base_k, values, extra_options)
+            out[rows] = region + out[rows]
             return out
         if isinstance(rows, slice):  # the usual layout: one contiguous chunk of target rows, no gathers
             before, after = slice(0, rows.start), slice(rows.stop, q.shape[0])
@@ -293,6 +298,24 @@ class RegionCrossAttention:
             out[others] = plain(q[others], base_k[others], base_v[others], heads, extra_options)
         out[rows] = region
         return out
+
+
+    def add(self, *args, **kwargs):
+        """ComfyUI_IPAdapter_plus stacks its patch on a block that already has a replace by calling the replace's ``add``
+        (IPAdapterPlus.py, ``set_model_patch_replace``; SDXL's keys are the ones this program uses): refused, with the
+        order that works, instead of an AttributeError or a patch that never runs."""
+        raise ValueError(
+            "Region-Guided Cross-Attention (LeakFree) is already on this model's cross-attention layers, so IP-Adapter cannot "
+            "add its patch to them. Apply IP-Adapter first: connect its MODEL output to Region-Guided Cross-Attention's model input."
+        )
+
+
+def patched_after(extra_options: dict):
+    """A replace another pack put on this block after the region program, under the block's (block, id) key (SD1.5
+    IP-Adapter's): ComfyUI runs the (block, id, index) key first, which is this program's, so it would never run.
+    ComfyUI hands the replaces no ``patches_replace``: the sampling wrapper lists them under ``LATER_KEY``."""
+    found = extra_options.get(LATER_KEY, {}).get(tuple(extra_options.get("block", ())))
+    return None if isinstance(found, RegionCrossAttention) else found
 
 
 def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:

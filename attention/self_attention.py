@@ -96,7 +96,11 @@ def biased_attention(q, k, v, heads: int, q_cols: torch.Tensor, k_cols: torch.Te
 
 
 class RegionSelfAttention:
-    """``attn1`` replace for one block: structure lock and region biases, else what was there before."""
+    """``attn1`` replace for one block: structure lock and region biases, else what was there before.
+
+    The biased attention runs on the rows a term gives columns to (the target's conditional rows); every other row
+    gets the call the unpatched layer makes, so the unconditional rows stay the unpatched model's bit for bit.
+    """
 
     def __init__(self, previous=None):
         self.previous = previous
@@ -115,11 +119,23 @@ class RegionSelfAttention:
             height, width = layer_size(extra_options)
             biases = [c for term in program.self_biases if (c := term.columns(q, extra_options, height, width, program)) is not None]
         heads = extra_options["n_heads"]
+        plain = lambda *qkv: self.previous(*qkv, extra_options) if self.previous is not None else program.attention(*qkv, heads, extra_options)
         if not biases:
-            return self.previous(q, k, v, extra_options) if self.previous is not None else program.attention(q, k, v, heads, extra_options)
+            return plain(q, k, v)
         q_cols = torch.cat([c[0].expand(q.shape[0], -1, -1, -1) for c in biases], dim=-1)
         k_cols = torch.cat([c[1].expand(q.shape[0], -1, -1, -1) for c in biases], dim=-1)
-        out = biased_attention(q, k, v, heads, q_cols, k_cols)
-        if self.previous is not None:  # keep another pack's (additive) contribution, as in cross-attention
-            out = out + self.previous(q, k, v, extra_options) - program.attention(q, k, v, heads, extra_options)
+        rows = torch.nonzero((q_cols != 0).flatten(1).any(dim=1) & (k_cols != 0).flatten(1).any(dim=1)).flatten()
+        if rows.numel() == 0:
+            return plain(q, k, v)
+        out = plain(q, k, v) if self.previous is not None else None
+        biased = biased_attention(q[rows], k[rows], v[rows], heads, q_cols[rows], k_cols[rows])
+        if out is not None:  # keep another pack's (additive) contribution, as in cross-attention
+            out[rows] = biased + out[rows] - program.attention(q[rows], k[rows], v[rows], heads, extra_options)
+            return out
+        out = biased.new_empty((q.shape[0], *biased.shape[1:]))
+        others = torch.ones(q.shape[0], dtype=torch.bool, device=q.device)
+        others[rows] = False
+        if others.any():
+            out[others] = program.attention(q[others], k[others], v[others], heads, extra_options)
+        out[rows] = biased
         return out

@@ -13,6 +13,13 @@ def encode(clip, text):
     return [[cond, {"pooled_output": pooled}]]
 
 
+def encode_flux(models, edits=EDITS, background=""):
+    """Object-Restricted Encode for Flux on the random-weight Flux CLIP: (target, source, edit plan)."""
+    from leakfree_edit.nodes.encode_flux import ObjectRestrictedEncodeFlux
+
+    return tuple(ObjectRestrictedEncodeFlux.execute(models.flux_clip(), edits, background))
+
+
 def object_masks(height=96, width=128):
     """Two objects for EDITS: the wolf top-left, the moon bottom-right, background in between."""
     masks = torch.zeros(2, height, width)

@@ -14,6 +14,15 @@ without downloading anything (the pictures are noise; every loader and node runs
     text_encoders/t5xxl_fp16.safetensors         T5-XXL's encoder in the transformers layout (fp16), width 4096, 2 thin layers
     vae/ae.safetensors                           the Flux autoencoder (16 latent channels) at its real shape, bf16
 
+and, on request (``--only``; the peer-pack tests ask for them), what the packs users run beside this one read:
+
+    ipadapter/ip-adapter_sd15.safetensors        IP-Adapter for SD1.5 in its release layout (image_proj.*, ip_adapter.N.to_k_ip /
+                                                 to_v_ip for the 16 cross-attention layers), fp16
+    clip_vision/CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors
+                                                 the ViT-H/14 image encoder IP-Adapter SD1.5 reads, transformers layout, fp16
+    controlnet/control_v11p_sd15_canny_fp16.safetensors
+                                                 an SD1.5 ControlNet (ComfyUI's cldm layout, no prefix, RGB hint), fp16
+
 The T5 is thinner than the real one, and ComfyUI builds T5-XXL from its fixed config whatever a file holds
 (comfy/text_encoders/t5_config_xxl.json: 4.7 B parameters). It loads with ComfyUI's own ``comfy.sd.load_clip``
 and the config override of ``random_models.flux_text_options("reduced")``, which harness/custom_nodes/flux_text_encoders_node.py
@@ -28,6 +37,7 @@ import contextlib
 import fcntl
 import gc
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -51,6 +61,14 @@ FILES = {  # name -> the file users have, below ComfyUI's models/ folder
     "flux-t5xxl": "text_encoders/t5xxl_fp16.safetensors",
     "flux-vae": "vae/ae.safetensors",
 }
+PEER_FILES = {  # written only when asked for by name
+    "ipadapter": "ipadapter/ip-adapter_sd15.safetensors",
+    "clip-vision": "clip_vision/CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors",
+    "controlnet": "controlnet/control_v11p_sd15_canny_fp16.safetensors",
+}
+# The inner width of SD1.5's 16 cross-attention layers in ComfyUI_IPAdapter_plus's order of module keys 1, 3, ..., 31
+# (IPAdapterPlus.py, ipadapter_execute: input blocks 1, 2, 4, 5, 7, 8, output blocks 3 to 11, the middle block).
+IPADAPTER_SD15_WIDTHS = [320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320, 1280]
 LORA_RANK = 4
 LCM_LORA_MODULES = 278  # the modules of latent-consistency/lcm-lora-sdv1-5
 # The layers the LCM LoRA was trained on (diffusers names): attention, feed-forward, resnet and resampler convs.
@@ -252,7 +270,49 @@ def write_flux_vae(out: Path) -> None:
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in state.items()}, str(out))
 
 
-WRITERS = {"checkpoints": write_checkpoint, "loras": write_lora, "grounding-dino": write_grounding_dino,
+def write_ipadapter(out: Path) -> None:
+    """IP-Adapter SD1.5 (ImageProjModel: 4 tokens of 768 from the 1024-d ViT-H image embedding; a to_k_ip and to_v_ip per
+    cross-attention layer), as the released ip-adapter_sd15.safetensors lays it out."""
+    torch = _comfy()
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(10)
+    random = lambda *shape: (torch.randn(shape, generator=generator) * 0.02).half()
+    tensors = {"image_proj.proj.weight": random(4 * 768, 1024), "image_proj.proj.bias": torch.zeros(4 * 768, dtype=torch.float16),
+               "image_proj.norm.weight": torch.ones(768, dtype=torch.float16), "image_proj.norm.bias": torch.zeros(768, dtype=torch.float16)}
+    for index, width in enumerate(IPADAPTER_SD15_WIDTHS):
+        for name in ("to_k_ip", "to_v_ip"):
+            tensors[f"ip_adapter.{2 * index + 1}.{name}.weight"] = random(width, 768)
+    save_file(tensors, str(out))
+
+
+def write_clip_vision(out: Path) -> None:
+    """CLIP ViT-H/14 vision tower as ComfyUI builds it from the file (comfy/clip_vision_config_h.json), fp16."""
+    torch = _comfy()
+    import comfy.clip_model
+    import comfy.ops
+    from safetensors.torch import save_file
+
+    from . import random_models
+
+    config = json.loads((Path(comfy.clip_model.__file__).parent / "clip_vision_config_h.json").read_text())
+    model = comfy.clip_model.CLIPVisionModelProjection(config, torch.float32, "cpu", comfy.ops.disable_weight_init)
+    state = random_models.randomize_(model, seed=11, std=0.02).state_dict()
+    save_file({k: v.half().contiguous() for k, v in state.items()}, str(out))
+
+
+def write_controlnet(out: Path) -> None:
+    """An SD1.5 ControlNet at the real shape, keyed as ComfyUI's cldm ControlNet (the fp16 safetensors releases' layout)."""
+    _comfy()
+    from safetensors.torch import save_file
+
+    from . import random_models
+
+    state = random_models.controlnet_model("sd15", "full", seed=12).state_dict()
+    save_file({k: v.half().contiguous() for k, v in state.items()}, str(out))
+
+
+WRITERS = {"ipadapter": write_ipadapter, "clip-vision": write_clip_vision, "controlnet": write_controlnet, "checkpoints": write_checkpoint, "loras": write_lora, "grounding-dino": write_grounding_dino,
            "bert-base-uncased": write_vocab, "sams": write_sam, "flux": write_flux,
            "flux-clip-l": lambda out: write_flux_text_encoder("clip_l", out),
            "flux-t5xxl": lambda out: write_flux_text_encoder("t5xxl", out), "flux-vae": write_flux_vae}
@@ -317,18 +377,20 @@ def _prune_stale(current: Path) -> None:
 def write_model_files(models_dir: Path, only=None) -> dict[str, Path]:
     """The random-weight model files below ``models_dir`` (ComfyUI's models/ folder), by name (the keys of ``FILES``).
 
-    ``only`` names the files wanted (default: all of ``FILES``). Files come from the cache when it has them.
+    ``only`` names the files wanted (default: all of ``FILES``; ``PEER_FILES`` only by name). Files come from the cache
+    when it has them.
     """
     models_dir, cache = Path(models_dir), cache_dir()
+    files = {**FILES, **PEER_FILES}
     names = list(FILES if only is None else only)
-    unknown = [f for f in names if f not in FILES]
+    unknown = [f for f in names if f not in files]
     if unknown:
-        raise ValueError(f"unknown model files {unknown}; known: {list(FILES)}")
+        raise ValueError(f"unknown model files {unknown}; known: {list(files)}")
     wrote = False
     with _locked(cache):
         (cache / ".used").touch()
         for name in names:
-            cached = cache / FILES[name]
+            cached = cache / files[name]
             if cached.exists():
                 seconds, how = 0.0, "cached"
             else:
@@ -337,9 +399,9 @@ def write_model_files(models_dir: Path, only=None) -> dict[str, Path]:
                 with torch.no_grad():
                     seconds, how, wrote = _write_cached(cached, WRITERS[name]), "written", True
             start = time.perf_counter()
-            _link(cached, models_dir / FILES[name])
+            _link(cached, models_dir / files[name])
             seconds += time.perf_counter() - start
-            print(f"{FILES[name]}: {cached.stat().st_size / 2**20:.1f} MiB, {how}, {seconds:.1f} s", flush=True)
+            print(f"{files[name]}: {cached.stat().st_size / 2**20:.1f} MiB, {how}, {seconds:.1f} s", flush=True)
     if wrote:
         _prune_stale(cache)
-    return {name: models_dir / FILES[name] for name in names}
+    return {name: models_dir / files[name] for name in names}

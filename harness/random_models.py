@@ -62,34 +62,81 @@ def randomize_(module: torch.nn.Module, seed: int = 0, std: float = 0.02) -> tor
     return module
 
 
-def unet(kind: str = "sd15", size: str = "tiny", seed: int = 0) -> comfy.model_patcher.ModelPatcher:
-    """A ModelPatcher around a random-weight UNet of ComfyUI's own classes."""
+def unet(kind: str = "sd15", size: str = "tiny", seed: int = 0, dtype=torch.float32, compute_dtype=None) -> comfy.model_patcher.ModelPatcher:
+    """A ModelPatcher around a random-weight UNet of ComfyUI's own classes.
+
+    ``dtype``: the weights' dtype (what ``--fp16-unet``, ``--bf16-unet`` or UNETLoader's ``weight_dtype`` choose);
+    ``compute_dtype``: when set, ComfyUI casts the weights to it per layer (``comfy.ops.manual_cast``), as it runs fp8
+    weights, or fp16 weights on a device without fp16 arithmetic."""
+    return _patcher(unet_config(kind, size), seed, dtype, compute_dtype)
+
+
+def unet_config(kind: str = "sd15", size: str = "tiny"):
+    """ComfyUI's model config of an SD1.5 or SDXL UNet of that shape."""
     shapes = {("sd15", "tiny"): SD15_TINY, ("sd15", "tiny 3 levels"): SD15_TINY_3_LEVELS, ("sd15", "full"): SD15_FULL, ("sdxl", "tiny"): SDXL_TINY, ("sdxl", "full"): SDXL_FULL}
     base = dict(use_checkpoint=False, image_size=32, in_channels=4, out_channels=4, use_spatial_transformer=True,
                 legacy=False, use_temporal_attention=False, use_temporal_resblock=False, dtype=torch.float32)
     if kind == "sd15":
         config = dict(base, adm_in_channels=None, context_dim=768, use_linear_in_transformer=False, **shapes[(kind, size)])
-        model_config = comfy.supported_models.SD15(config)
-    else:
-        config = dict(base, adm_in_channels=2816, num_classes="sequential", context_dim=2048, use_linear_in_transformer=True, **shapes[(kind, size)])
-        model_config = comfy.supported_models.SDXL(config)
-    model_config.set_inference_dtype(torch.float32, None)
+        return comfy.supported_models.SD15(config)
+    config = dict(base, adm_in_channels=2816, num_classes="sequential", context_dim=2048, use_linear_in_transformer=True, **shapes[(kind, size)])
+    return comfy.supported_models.SDXL(config)
+
+
+def controlnet_model(kind: str = "sd15", size: str = "tiny", seed: int = 0) -> torch.nn.Module:
+    """ComfyUI's ControlNet (comfy/cldm/cldm.py) for the UNet of that shape, as its loader builds it (the UNet's config
+    without ``out_channels``, an RGB hint), with random weights."""
+    import comfy.cldm.cldm
+    import comfy.ops
+
+    config = {k: v for k, v in unet_config(kind, size).unet_config.items() if k != "out_channels"}
+    return randomize_(comfy.cldm.cldm.ControlNet(hint_channels=3, operations=comfy.ops.disable_weight_init, **config), seed)
+
+
+def controlnet(kind: str = "sd15", seed: int = 0):
+    """A random-weight SD ControlNet of the tiny UNet's shape behind ComfyUI's ``ControlNet`` object."""
+    import comfy.controlnet
+
+    return comfy.controlnet.ControlNet(controlnet_model(kind, "tiny", seed), load_device=torch.device("cpu"))
+
+
+def _patcher(model_config, seed: int, dtype, compute_dtype) -> comfy.model_patcher.ModelPatcher:
+    """The model of ``model_config`` as ComfyUI's loaders build it for ``dtype`` weights, random, in a ModelPatcher."""
+    model_config.set_inference_dtype(dtype, compute_dtype)
     model = model_config.get_model({})
     randomize_(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
-def flux(size: str = "tiny", seed: int = 0, guidance: bool = True) -> comfy.model_patcher.ModelPatcher:
+def flux(size: str = "tiny", seed: int = 0, guidance: bool = True, dtype=torch.float32, compute_dtype=None) -> comfy.model_patcher.ModelPatcher:
     """A ModelPatcher around a random-weight Flux (dev with ``guidance``, else schnell) of ComfyUI's own classes.
 
-    ``reduced``: the released width with 1 double and 1 single block, as ComfyUI detects it from a file.
+    ``reduced``: the released width with 1 double and 1 single block, as ComfyUI detects it from a file. ``dtype``,
+    ``compute_dtype``: as for :func:`unet`.
     """
     config = dict(FLUX, guidance_embed=guidance, **FLUX_SHAPES[size])
     model_config = (comfy.supported_models.Flux if guidance else comfy.supported_models.FluxSchnell)(config)
-    model_config.set_inference_dtype(torch.float32, None)
-    model = model_config.get_model({})
-    randomize_(model.diffusion_model, seed)
-    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    return _patcher(model_config, seed, dtype, compute_dtype)
+
+
+def flux_controlnet(size: str = "tiny", seed: int = 0):
+    """An XLabs-form Flux ControlNet (image hint, ComfyUI's ControlNetFlux: the Flux blocks of that shape and a linear
+    output per block) with random weights, behind ComfyUI's ``ControlNet`` object as its loader builds it."""
+    import comfy.controlnet
+    import comfy.ldm.flux.controlnet
+    import comfy.ops
+
+    params = {k: v for k, v in dict(FLUX, guidance_embed=True, **FLUX_SHAPES[size]).items() if k != "image_model"}
+    control = comfy.ldm.flux.controlnet.ControlNetFlux(operations=comfy.ops.disable_weight_init, dtype=torch.float32, **params)
+    randomize_(control, seed)
+    return comfy.controlnet.ControlNet(control, load_device=torch.device("cpu"), extra_conds=["y", "guidance"])
+
+
+def redux(width: int, seed: int = 0, vision_width: int = 16):
+    """ComfyUI's Redux style model (ReduxImageEncoder, SigLIP features to ``width``-d text tokens) with random weights."""
+    import comfy.ldm.flux.redux
+
+    return comfy.sd.StyleModel(randomize_(comfy.ldm.flux.redux.ReduxImageEncoder(vision_width, width), seed))
 
 
 def flux_text_options(size: str = "tiny") -> dict:
@@ -146,14 +193,14 @@ class RandomModels:
             self._built[key] = build()
         return self._built[key]
 
-    def unet(self, kind: str = "sd15") -> comfy.model_patcher.ModelPatcher:
-        return self._once(("unet", kind), lambda: unet(kind)).clone()
+    def unet(self, kind: str = "sd15", dtype=torch.float32, compute_dtype=None) -> comfy.model_patcher.ModelPatcher:
+        return self._once(("unet", kind, dtype, compute_dtype), lambda: unet(kind, dtype=dtype, compute_dtype=compute_dtype)).clone()
 
     def clip(self, kind: str = "sd15") -> comfy.sd.CLIP:
         return self._once(("clip", kind), lambda: clip(kind))
 
-    def flux(self, size: str = "tiny") -> comfy.model_patcher.ModelPatcher:
-        return self._once(("flux", size), lambda: flux(size)).clone()
+    def flux(self, size: str = "tiny", dtype=torch.float32, compute_dtype=None) -> comfy.model_patcher.ModelPatcher:
+        return self._once(("flux", size, dtype, compute_dtype), lambda: flux(size, dtype=dtype, compute_dtype=compute_dtype)).clone()
 
     def flux_clip(self) -> comfy.sd.CLIP:
         return self._once(("flux clip",), flux_clip)

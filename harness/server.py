@@ -1,7 +1,8 @@
 """A real ComfyUI server for the end-to-end tests: ``main.py --cpu`` on a free loopback port, in a scratch base folder.
 
 The base folder holds random-weight model files in the real formats (harness/model_files.py), the pack linked into
-``custom_nodes/`` under the name users clone it as, and the test-only node files of harness/custom_nodes/. The
+``custom_nodes/`` under the name users clone it as, the peer packs users run beside it (harness/peers.py) and the
+test-only node files of harness/custom_nodes/. The
 server runs with the pack's folder on ``PYTHONPATH`` so that those files import the harness. Nothing is written
 into the ComfyUI checkout itself (the database is in memory).
 """
@@ -17,6 +18,8 @@ import requests
 
 from pipelines.comfyui import PACK_FOLDER, ROOT, LocalComfyUI
 
+from .peers import peer_packs
+
 TEST_NODES = Path(__file__).with_name("custom_nodes")
 
 
@@ -26,7 +29,7 @@ class ComfyServer(LocalComfyUI):
         custom_nodes = base / "custom_nodes"
         custom_nodes.mkdir(parents=True, exist_ok=True)
         test_nodes = [(file.name, file) for file in sorted(TEST_NODES.glob("*_node.py"))]
-        for link, target in [(PACK_FOLDER, pack), *test_nodes]:
+        for link, target in [(PACK_FOLDER, pack), *peer_packs().items(), *test_nodes]:
             if not (custom_nodes / link).exists():
                 (custom_nodes / link).symlink_to(target)
         super().__init__(comfyui, ["--cpu", "--use-pytorch-cross-attention", "--base-directory", str(base),

@@ -82,7 +82,7 @@ def load_model(kind: str, folder: str, name: str, node: str):
         try:
             model = (_load_detector if kind == "detector" else _load_segmenter)(path)
         except ModelFileError as error:
-            raise NodeInputError(f"{node}: {error}") from None
+            raise NodeInputError(f"{node}: {error} Put an intact {kind} checkpoint in models/{folder}/ and pick it here.") from None
         model.model.to(model_management.unet_offload_device())
         _loaded[kind] = (identity, model)
     return _loaded[kind][1]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+import comfy.k_diffusion.sampling
 import comfy.model_sampling
 import comfy.samplers
 
@@ -18,6 +19,7 @@ from ..attention.self_attention import LAYOUT_KEY, StructureLock
 from ..masking.ops import feather as feather_mask, image_unions, latent_mask, multiscale_foreground
 from .checks import ORE_KEY, check_mask_size
 from .errors import NodeInputError
+from .object_masks import show_warnings
 from .patching import percent_to_sigma
 
 
@@ -47,17 +49,18 @@ class DualBranchCFGGuider(comfy.samplers.CFGGuider):
     """
 
     def __init__(self, model_patcher, source_latent, target_cfg, source_cfg, schedule, node: str,
-                 background: BackgroundBlending | None = None, start: str = "noise"):
+                 background: BackgroundBlending | None = None, start: str = "noise", unique_id=None):
         super().__init__(model_patcher)
         self.source_latent = source_latent
         self.target_cfg, self.source_cfg, self.schedule = target_cfg, source_cfg, schedule
-        self.node = node
+        self.node, self.unique_id = node, unique_id
         self.background = background
         self.start = start
         self.run: SamplingRun | None = None
 
     def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, *args, **kwargs):
         check_sampling_latents(latent_image, self.source_latent, denoise_mask, self.node)
+        show_warnings(self.node, sampler_warnings(sampler), self.unique_id)
         steps = sigmas.detach().float().cpu()
         self.run = SamplingRun(lock=structure_lock(steps, self.schedule), sigmas=steps)
         kept = self.model_options
@@ -111,6 +114,25 @@ class DualBranchCFGGuider(comfy.samplers.CFGGuider):
             x0_hat = blend_background(x0_hat, run.x0, self.background.mask.to(x0_hat))
         run.previous_x0_hat = x0_hat
         return x0_hat
+
+
+DDCM_VARIANTS = {  # docs/dual_branch.md, "Other samplers"
+    "sample_euler": "DDCM with eta 0 (the shared noise is DDCM's direction, not fresh)",
+    "sample_euler_ancestral": "DDCM with an intermediate eta",
+    "sample_ddpm": "DDCM with an intermediate eta",
+}
+
+
+def sampler_warnings(sampler) -> list[str]:
+    """The guider is made for ComfyUI's lcm sampler: InfEdit's DDCM re-noises each step's estimate with fresh noise
+    (eta 1, ALE-Edit's configuration); another sampler integrates something else, said once per run."""
+    function = getattr(sampler, "sampler_function", None)
+    if function is comfy.k_diffusion.sampling.sample_lcm:
+        return []
+    name = getattr(function, "__name__", type(sampler).__name__).removeprefix("sample_")
+    variant = DDCM_VARIANTS.get(getattr(function, "__name__", ""), "a DDCM-like variant that is in neither paper")
+    return [f"the sampler is {name}, not lcm: this guider is made for lcm (InfEdit's DDCM with fresh noise each step, eta 1, "
+            f"ALE-Edit's setting); {name} gives {variant}. For ALE-Edit's pipeline connect KSamplerSelect with sampler_name lcm."]
 
 
 def _uses_uncond(cfg: float, model_options: dict) -> bool:

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import logging
 
+import torch
+
+import comfy.conds
 import comfy.ldm.flux.model as comfy_flux
 import comfy.ldm.modules.attention as comfy_attention
+import comfy.patcher_extension
 
-from ..attention.region_attention import PROGRAM_KEY, RegionAttentionProgram, RegionCrossAttention, ValueSubstitution
+from ..attention.region_attention import (
+    LATER_KEY, PROGRAM_KEY, RegionAttentionProgram, RegionCrossAttention, ValueSubstitution, target_rows,
+)
 from ..attention.self_attention import RegionSelfAttention
 from .errors import NodeInputError
 
@@ -84,6 +90,7 @@ def install_region_program(model, program: RegionAttentionProgram, self_attentio
     if not any(isinstance(p, ValueSubstitution) for p in patches):
         model.set_model_attn2_patch(ValueSubstitution())
         wrap_blocks(model, "attn2", RegionCrossAttention)
+        model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, PROGRAM_KEY, RegionTargetConds())
     if self_attention:
         wrap_blocks(model, "attn1", RegionSelfAttention)
 
@@ -99,3 +106,97 @@ def wrap_blocks(model, attention: str, patch_class, **arguments) -> None:
         if previous is not None:
             log.info("LeakFreeEdit: chaining the %s patch already on block %s", attention, key)
         model.set_model_patch_replace(patch_class(previous=previous, **arguments), attention, *key)
+
+
+ATTENTION_FLAGS = {"use_sage_attention": "--use-sage-attention", "use_flash_attention": "--use-flash-attention",
+                   "use_pytorch_cross_attention": "--use-pytorch-cross-attention", "use_split_cross_attention": "--use-split-cross-attention",
+                   "use_quad_cross_attention": "--use-quad-cross-attention"}
+
+
+def attention_flag() -> str | None:
+    """The ``--use-*-attention`` flag ComfyUI was started with, if any (comfy/cli_args.py)."""
+    from comfy.cli_args import args
+
+    return next((flag for name, flag in ATTENTION_FLAGS.items() if getattr(args, name, False)), None)
+
+
+class TargetConds:
+    """``calc_cond_batch`` wrapper: what the target's conditioning needs before each model call. Subclasses find the
+    program, check it against the latent being sampled, and give the text a ControlNet on the target reads.
+
+    A ControlNet runs its own copy of the model's blocks on the cond's text, outside the pack's patches, and adds its
+    output to every pixel: fed the target base prompt (every object's text), it would carry object j into region i.
+    ComfyUI's ControlNet reads ``crossattn_controlnet`` when a cond has it, else the cond's own text (comfy/controlnet.py,
+    ``get_control``): the target's first window becomes :meth:`object_free`'s, and the other conds with a ControlNet get
+    their own text under that key, so that cond and negative still run in one batch."""
+
+    program_key = None
+
+    def __call__(self, executor, model, conds, x_in, timestep, model_options):
+        program = model_options.get("transformer_options", {}).get(self.program_key)
+        if program is not None and self.active(program, timestep):
+            self.check(program, x_in)
+            if any(c.get("control") is not None for slot in conds if slot for c in slot):
+                conds = [None if slot is None else [self.controlnet_text(c, program) for c in slot] for slot in conds]
+        return executor(model, conds, x_in, timestep, self.options(model_options))
+
+    def options(self, model_options: dict) -> dict:
+        """The model options for the call (subclasses hand the program what it needs from them)."""
+        return model_options
+
+    def controlnet_text(self, cond: dict, program) -> dict:
+        model_conds = cond.get("model_conds", {})
+        text = model_conds.get("c_crossattn")
+        if cond.get("control") is None or text is None or "crossattn_controlnet" in model_conds:
+            return cond
+        context = text.cond
+        window = self.object_free(program, context)
+        if window is not None:
+            window = window.to(context)
+            context = torch.cat([window.expand(context.shape[0], -1, -1), context[:, window.shape[0]:]], dim=1)
+            self.found_target(program)
+        return {**cond, "model_conds": {**model_conds, "crossattn_controlnet": comfy.conds.CONDCrossAttn(context)}}
+
+    def active(self, program, timestep) -> bool:
+        raise NotImplementedError
+
+    def check(self, program, x_in: torch.Tensor) -> None:
+        """Refuse what the latent being sampled shows to be wrong."""
+
+    def object_free(self, program, context):
+        """The window the ControlNet reads instead of ``context``'s first, when ``context`` is the target's; else None."""
+        raise NotImplementedError
+
+    def found_target(self, program) -> None:
+        """Called when a ControlNet on the target reads the object-free text."""
+
+
+class RegionTargetConds(TargetConds):
+    """SD1.5/SDXL: masks of another shape than the latent are refused (the first node that sees the latent: without an
+    image on the Object Masks node nothing checked them); a ControlNet on the target reads the empty prompt (Object-
+    Restricted Encode encodes it with the plan)."""
+
+    program_key = PROGRAM_KEY
+
+    def active(self, program, timestep) -> bool:
+        return program.cross is not None and program.cross.active(timestep)
+
+    def check(self, program, x_in: torch.Tensor) -> None:
+        from .checks import check_mask_size  # checks.py imports this module
+
+        check_mask_size(program.cross.masks, x_in, "Region-Guided Cross-Attention (LeakFree)", "the latent being sampled",
+                        "the image you sample, or connect that image to the Object Masks node's image input to check them there")
+
+    def options(self, model_options: dict) -> dict:
+        """Replaces other packs put on blocks under (block, id) keys, for the program's replaces to run them: ComfyUI
+        would run the program's (block, id, index) replace instead (comfy/ldm/modules/attention.py, BasicTransformerBlock)."""
+        options = model_options.get("transformer_options", {})
+        later = {key: patch for key, patch in options.get("patches_replace", {}).get("attn2", {}).items()
+                 if len(key) == 2 and not isinstance(patch, RegionCrossAttention)}
+        return {**model_options, "transformer_options": {**options, LATER_KEY: later}} if later else model_options
+
+    def object_free(self, program, context):
+        keys = program.cross.embeddings.keys
+        if context.shape[1] < keys.shape[0] or not target_rows(context[:, : keys.shape[0]], keys.to(context)).numel():
+            return None
+        return program.cross.embeddings.empty

@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 import os
+import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -30,16 +32,39 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             with torch.serialization.safe_globals([argparse.Namespace]):
                 state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:  # truncated download, HTML error page, pickled code, ...
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelFileError(
-            f"cannot read '{path.name}' ({reason[:200]}). The file is damaged, truncated or not a checkpoint: "
-            "download it again from its official source."
-        ) from None
+        raise ModelFileError(f"cannot read '{path.name}': {unreadable(path, error)}.") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelFileError(f"'{path.name}' holds no state dict of tensors; it is not a model checkpoint.")
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def unreadable(path: Path, error: Exception) -> str:
+    """What is wrong with a file the readers refused, from its bytes (never the reader's own advice: torch's message
+    suggests loading with ``weights_only=False``, which would run whatever code the file holds)."""
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        head = file.read(9)
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    if path.suffix == ".safetensors":
+        if head[8:9] != b"{":  # a safetensors file: an 8-byte header length, then the header's JSON
+            return "it is not a safetensors file (no header where one starts)"
+        if 8 + int.from_bytes(head[:8], "little") > size or "not fully covered" in str(error) or "incomplete" in str(error):
+            return f"it is truncated: it ends after {size:,} bytes, before the end of its tensors (an interrupted download)"
+        return "its safetensors header does not parse (the file is damaged)"
+    if head.startswith(b"PK\x03\x04"):  # torch's zip format
+        if not zipfile.is_zipfile(path):
+            return f"it is truncated: the archive ends after {size:,} bytes, before its table of contents (an interrupted download)"
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        code = f" ({found.group(1)})" if found else ""
+        return f"besides tensors it holds pickled Python objects{code}, which the pack never loads: it reads weights only"
+    if head.lstrip()[:1] == b"<":
+        return "it is a web page, not a checkpoint (the download saved an error or sign-in page)"
+    if head[:1] == b"\x80":  # a pickle of the format before torch 1.6
+        return "it is an old-format pickle the pack cannot read as weights only (damaged, or holding pickled objects)"
+    return "it is neither a PyTorch nor a safetensors checkpoint"
 
 
 def load_weights(model: torch.nn.Module, state: dict, name: str, ignore_unexpected: bool = False) -> None:

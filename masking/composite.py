@@ -37,14 +37,15 @@ def composite_weight(masks: torch.Tensor, height: int, width: int, feather: int)
 def pixel_composite(edited: torch.Tensor, source: torch.Tensor, union: torch.Tensor, feather: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(composite [B, H, W, C], weight [B, H, W]) at the source's size.
 
-    ``edited`` [Be, h, w, C] (resized to the source's size, bicubic, when it differs: VAE sizes are multiples
-    of 8), ``source`` [Bs, H, W, C], ``union`` [I, H', W'] the objects' union per image; each batch size is 1 or B.
+    ``edited`` [B, h, w, C] (resized to the source's size, bicubic, when it differs: VAE sizes are multiples
+    of 8), ``source`` [1 or B, H, W, C], ``union`` [1 or B, H', W'] the objects' union per image: one source or mask
+    set serves every edited image, never the other way round (an edited image is not copied onto several sources).
     """
     height, width = source.shape[1:3]
-    batch = max(edited.shape[0], source.shape[0], union.shape[0])
-    for name, count in (("edited images", edited.shape[0]), ("source images", source.shape[0]), ("mask sets", union.shape[0])):
+    batch = edited.shape[0]
+    for name, count in (("source images", source.shape[0]), ("mask sets", union.shape[0])):
         if count not in (1, batch):
-            raise ValueError(f"{count} {name} for a batch of {batch}: give one, or one per image")
+            raise ValueError(f"{count} {name} for {batch} edited image{'s' if batch > 1 else ''}: give one, or one per edited image")
     if edited.shape[1:3] != (height, width):
         edited = F.interpolate(edited.movedim(-1, 1).float(), size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1).movedim(1, -1)
     edited = edited.to(source.dtype)

@@ -1,7 +1,7 @@
 """Latent Background Blend (ALE-Edit's BB) and the exact background paste after sampling."""
 from comfy_api.latest import io
 
-from ..integration.checks import mask_sets, objects_of
+from ..integration.checks import check_mask_size, mask_sets, objects_of
 from ..integration.errors import NodeInputError
 from ..integration.patching import percent_to_sigma
 from ..integration.sockets import CATEGORY, EditPlan
@@ -39,6 +39,7 @@ class LatentBackgroundBlend(io.ComfyNode):
     @classmethod
     def execute(cls, samples, object_masks, model, end_percent=1.0, feather=0, edit_plan=None):
         sets = mask_sets(object_masks, objects_of(edit_plan, object_masks), BLEND_NODE)
+        check_mask_size(object_masks, samples["samples"], BLEND_NODE)
         union = feather_mask(image_unions(object_masks, sets.shape[1]), feather)
         latent = dict(samples)
         latent["noise_mask"] = union

@@ -45,6 +45,7 @@ class DualBranchGuider(io.ComfyNode):
                                        "the latent; blended from the second step on; the result is the last step's estimate). exact: "
                                        "bilinear mask, blended at every step, so the result's background is the source latent exactly."),
             ],
+            hidden=[io.Hidden.unique_id],
             outputs=[io.Guider.Output(tooltip="The dual-branch guider: connect it to SamplerCustomAdvanced (LCM sampler for InfEdit's exact update).")],
         )
 
@@ -64,6 +65,7 @@ class DualBranchGuider(io.ComfyNode):
         if object_masks is not None:
             masks = check_masks(object_masks, payload.plan, NODE)
             background = background_blending(patched, masks, len(payload.plan), latent, feather, background_blend, blend_end_percent, NODE)
-        guider = DualBranchCFGGuider(patched, latent, target_cfg, source_cfg, schedule, NODE, background, start)
+        guider = DualBranchCFGGuider(patched, latent, target_cfg, source_cfg, schedule, NODE, background, start,
+                                     getattr(cls.hidden, "unique_id", None))
         guider.inner_set_conds({"positive": target, "negative": negative, "source": source})
         return io.NodeOutput(guider)

@@ -5,6 +5,7 @@ from ..integration.checks import mask_sets, objects_of
 from ..integration.errors import NodeInputError
 from ..integration.sockets import CATEGORY, EditPlan
 from ..masking.composite import pixel_composite
+from ..masking.quality import aspect_mismatch
 
 NODE = "Pixel Background Composite (LeakFree)"
 MAX_FEATHER = 256
@@ -38,8 +39,14 @@ class PixelBackgroundComposite(io.ComfyNode):
     @classmethod
     def execute(cls, edited, source, object_masks, feather=8, edit_plan=None):
         union = mask_sets(object_masks, objects_of(edit_plan, object_masks), NODE).amax(dim=1)
+        for what, size in (("the edited image is", edited.shape[1:3]), ("the object masks are", union.shape[-2:])):
+            if aspect_mismatch(tuple(size), tuple(source.shape[1:3])):
+                raise NodeInputError(
+                    f"{NODE}: {what} {size[1]}x{size[0]} px but the source is {source.shape[2]}x{source.shape[1]} px (another "
+                    "shape): it would be stretched over the source. Connect the image you edited as source, and masks made from it."
+                )
         try:
             image, weight = pixel_composite(edited, source, union, feather)
         except ValueError as error:
-            raise NodeInputError(f"{NODE}: {error}. Connect matching batches of edited images, source images and masks.") from None
+            raise NodeInputError(f"{NODE}: {error}. Connect the source image you edited, and masks from the same Object Masks node.") from None
         return io.NodeOutput(image, weight)

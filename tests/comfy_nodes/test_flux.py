@@ -105,9 +105,10 @@ def test_image_attention_all_lets_an_object_reach_another_region(models, runs):
     assert not torch.equal(out, runs["base"][0])
 
 
-def test_unconditional_and_other_rows_equal_the_unpatched_model(models):
-    """CFG 3 with another prompt batched beside the target: its rows and the negative's are bit-identical to the
-    unpatched model's; the target's rows are not."""
+@pytest.mark.parametrize("negative_rows", ["plain", "routed"])
+def test_unconditional_and_other_rows_equal_the_unpatched_model(models, negative_rows):
+    """CFG 3 with another prompt batched beside the target: its rows are bit-identical to the unpatched model's, and so
+    are the negative's with ``negative = plain``; the target's rows are not (nor the negative's when routed)."""
     from harness.editing import encode
     from leakfree_edit.nodes.joint_attention import RegionGuidedJointAttention
 
@@ -117,7 +118,7 @@ def test_unconditional_and_other_rows_equal_the_unpatched_model(models):
     positive = target + other  # two conditionings in one positive: ComfyUI runs them in one batch
     latent = torch.randn(2, *LATENT[1:], generator=torch.Generator().manual_seed(4))  # batch 2, one mask set
     plain = models.flux()
-    patched, = RegionGuidedJointAttention.execute(plain, target, MASKS)
+    patched, = RegionGuidedJointAttention.execute(plain, target, MASKS, negative=negative_rows)
     plain_calls, patched_calls = record_model_calls(plain), record_model_calls(patched)
     sample(plain, positive, negative, latent, 3.0, steps=1)
     sample(patched, positive, negative, latent, 3.0, steps=1)
@@ -126,7 +127,7 @@ def test_unconditional_and_other_rows_equal_the_unpatched_model(models):
     assert sorted(kinds) == [0, 0, 1]  # the target, the other prompt, the negative
     plain_chunks, patched_chunks = ([chunk for _, step in calls for chunk in step] for calls in (plain_calls, patched_calls))
     moved = [kind for kind, a, b in zip(kinds, plain_chunks, patched_chunks) if not torch.equal(a, b)]
-    assert moved == [0]  # only the target's rows
+    assert sorted(moved) == ([0] if negative_rows == "plain" else [0, 1])  # the target's rows (and the negative's when routed)
     assert by_row_kind(patched_calls)[1].shape[0] == 2  # both images of the batch
 
 

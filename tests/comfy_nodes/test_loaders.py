@@ -108,9 +108,30 @@ def assert_refused(loader, path, message: str) -> None:
 
 
 def test_truncated_file_gives_a_clear_error(loaders, sam_vit_b_file):
+    """Whole sentences: what is wrong and where a good file goes (the reason was torch's message, cut at 200 characters)."""
     broken = sam_vit_b_file.with_name("sam_vit_b_01ec64.pth")
     broken.write_bytes(sam_vit_b_file.read_bytes()[: 1 << 20])
-    assert_refused(loaders.SAMLoader, broken, r"^SAM Loader \(LeakFree\): cannot read 'sam_vit_b_01ec64.pth'.*download it again")
+    assert_refused(loaders.SAMLoader, broken, r"^SAM Loader \(LeakFree\): cannot read 'sam_vit_b_01ec64.pth': it is truncated: the archive "
+                   r"ends after 1,048,576 bytes, before its table of contents \(an interrupted download\)\. Put an intact segmenter "
+                   r"checkpoint in models/sams/ and pick it here\.$")
+
+
+@pytest.mark.parametrize("contents, problem", [
+    (b"<!DOCTYPE html><html><body>Sign in to download</body></html>", "it is a web page, not a checkpoint"),
+    (bytes(range(256)) * 20, "it is neither a PyTorch nor a safetensors checkpoint"),
+], ids=["html-page", "garbage"])
+@pytest.mark.parametrize("loader, folder", [("GroundingDinoLoader", "grounding-dino"), ("SAMLoader", "sams")])
+def test_a_garbage_file_is_refused_without_torchs_advice(loaders, models_dir, contents, problem, loader, folder):
+    """torch's own message for such a file tells to re-run torch.load with weights_only=False: to run the file's code."""
+    path = models_dir / folder / "downloaded.pth"
+    path.write_bytes(contents)
+    node = getattr(loaders, loader)
+    with pytest.raises(ValueError) as refused:
+        node.execute(path.name)
+    path.unlink()
+    message = str(refused.value)
+    assert message.startswith(f"{node.DISPLAY_NAME}: cannot read 'downloaded.pth': {problem}")
+    assert message.endswith(f"checkpoint in models/{folder}/ and pick it here.") and "weights_only" not in message
 
 
 def test_wrong_model_in_a_loader_says_what_was_expected(loaders, sam_vit_b_file, models_dir):
@@ -130,7 +151,8 @@ def test_mismatched_tensors_are_named(loaders, models_dir):
 def test_pickled_code_is_refused(loaders, models_dir):
     path = models_dir / "sams" / "pickled.pth"
     torch.save({"model": os.system}, path)  # the classic payload: a callable that unpickling would import
-    assert_refused(loaders.SAMLoader, path, r"SAM Loader \(LeakFree\): cannot read 'pickled.pth'")
+    assert_refused(loaders.SAMLoader, path, r"SAM Loader \(LeakFree\): cannot read 'pickled.pth': besides tensors it holds pickled Python "
+                   r"objects \(posix\.system\), which the pack never loads")
 
 
 def test_missing_bert_vocabulary_names_the_folder_and_file(loaders, detection, dino_file, models_dir, monkeypatch):

@@ -84,7 +84,8 @@ def outputs(nodes: dict, models) -> dict[str, dict]:
                        isolation="strict", start_percent=0.1, end_percent=0.9)
     out["rgbcam.strict"] = sample(strict, target, negative, latent)
     xl_unet = models.unet("sdxl")
-    xl_regional, = run_node(nodes, "LeakFreeRegionGuidedCrossAttention", model=xl_unet, target=xl_target, object_masks=masks,
+    xl_masks = object_masks(8 * 12, 8 * 10)  # the shape of its latent: masks of another shape are refused while sampling
+    xl_regional, = run_node(nodes, "LeakFreeRegionGuidedCrossAttention", model=xl_unet, target=xl_target, object_masks=xl_masks,
                             isolation="ale", start_percent=0.0, end_percent=1.0)
     out["rgbcam.sdxl"] = sample(xl_regional, xl_target, encode(models.clip("sdxl"), ""), torch.randn(1, 4, 12, 10, generator=torch.Generator().manual_seed(6)))
 
