@@ -1,0 +1,60 @@
+"""Jobs per minute of scripts/batch_edit.py on Ray with one and with two edit workers, against the ComfyUI-servers mode
+with one and two servers on the same jobs, and what the driver (and the Ray it starts) costs.
+
+    python3 -m bench.ray_throughput [--jobs 8] [--size 128] [--steps 2] [--workers 1 2] [--servers 1 2]
+
+The jobs are bench/batch_throughput.py's: ALE-Bench edits of one image with painted masks, random-weight SD1.5 files.
+The Ray runs use the one-node cluster the command starts (``--ray``; N workers share the node's cores: each gets
+cores/N CPUs and as many torch threads); the servers runs are batch_throughput's (each server warmed up by one job
+first). A Ray batch starts its workers itself, so its first N results include ComfyUI's start and the checkpoint's
+load: ``jobs_per_min`` counts the jobs after them (from the N-th result to the last), ``wall_s`` everything. Sampled
+every 0.5 s: the driver's CPU (user + system over the wall time, % of one core) and peak RSS, and the same for the
+processes it started (Ray's services; the edit workers). On a 2-core machine every figure is bounded by the CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import psutil
+
+from bench.batch_throughput import ALE_BENCH, batch, measure
+from harness import model_files
+
+
+def on_ray(workers: int, args, scratch: Path) -> dict:
+    models = scratch / "models"
+    if not models.exists():
+        model_files.write_model_files(models, only=("checkpoints",))
+    timed = batch(["--ray", "--ray-workers", str(workers), "--models", str(models)], scratch / f"ray{workers}", args, "artificial_img03/*", args.jobs)
+    arrivals = timed.pop("arrivals_s")
+    steady = (len(arrivals) - workers) / (arrivals[-1] - arrivals[workers - 1]) * 60 if len(arrivals) > workers else 0.0
+    return {"mode": "ray", "workers": workers, "jobs": args.jobs, "size": args.size, "steps": args.steps, "jobs_per_min": round(steady, 2),
+            "first_result_s": round(arrivals[0], 1), **{k: round(v, 2) for k, v in timed.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=8)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--servers", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--ale-bench", type=Path, default=ALE_BENCH)
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="leakfree-ray-bench-"))
+    try:
+        for count in args.workers:
+            print(json.dumps(on_ray(count, args, scratch)), flush=True)
+        for count in args.servers:
+            print(json.dumps({"mode": "servers", **measure(count, args, scratch)}), flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"load average after: {psutil.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
