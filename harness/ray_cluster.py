@@ -41,7 +41,7 @@ class LoopbackCluster:
         found = []
         for process in raylet.children(recursive=True):
             try:
-                name = process.name() if process.name().startswith("ray::") else " ".join(process.cmdline()[:1])
+                name = process.name()
             except psutil.NoSuchProcess:
                 continue
             if name.startswith("ray::WorkerHost") and (method is None or name == f"ray::WorkerHost.{method}"):

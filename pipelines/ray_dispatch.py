@@ -21,8 +21,10 @@ import logging
 import os
 import re
 import signal
+import socket
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from .comfyui import ROOT
@@ -110,6 +112,8 @@ class RayDispatcher(BatchRun):
         self.give_up_s = give_up_s
         self.workers: list[Worker] = []
         self.files: dict[str, object] = {}  # upload name -> ObjectRef of its bytes in the object store
+        self.uses = Counter(name for item in items for name in item.uploads.values())  # jobs still to finish that read it
+        self.items = {item.job.key: item for item in items}
         self.ray = None
 
     def run(self) -> None:
@@ -118,8 +122,12 @@ class RayDispatcher(BatchRun):
             os.environ.setdefault(LOOPBACK, "0")  # before Ray is imported: it reads it then
         ray = self.ray = import_ray()
         on_sigterm = signal.getsignal(signal.SIGTERM)
-        context = ray.init(address=self.address or "local", runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
-                           log_to_driver=False, logging_level=logging.WARNING)
+        _check_reachable(self.address)
+        try:
+            context = ray.init(address=self.address or "local", runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+                               log_to_driver=False, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise NoRay(f"--ray {self.address or ''}: Ray could not start or be reached: {error}".replace("  ", " ")) from None
         signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C (after ray.init, which sets its own)
         try:
             self._start(context)
@@ -203,11 +211,11 @@ class RayDispatcher(BatchRun):
                     self._submit(worker, self.pending.popleft())
                 elif worker.state == "restarting":
                     self._probe(worker, now)
-            if any(worker.state in ("starting", "idle", "busy") for worker in self.workers):
+            if any(worker.state in ("idle", "busy") for worker in self.workers):
                 last_alive = now
             elif all(worker.state == "dead" for worker in self.workers):
-                self.gave_up = "every worker is gone: " + self.workers[-1].why
-            elif now - last_alive > self.give_up_s:
+                self.gave_up = "every worker is gone: " + self.workers[0].why
+            elif now - last_alive > self.give_up_s:  # starting (no node has room for one?) or restarting for that long
                 self.gave_up = f"no worker has run for {self.give_up_s:.0f} s"
             calls = {call: worker for worker in self.workers for call in (worker.ref, worker.probe) if call is not None}
             ready, _ = ray.wait(list(calls), num_returns=1, timeout=1.0) if calls else ([], [])
@@ -269,6 +277,14 @@ class RayDispatcher(BatchRun):
         return result_row(item, "ok" if outputs else "error", worker.name, seconds, task, outputs, "" if outputs else NO_IMAGE,
                           job_warnings(answer["outputs"]), self.strict)
 
+    def _record(self, row: dict) -> None:
+        """A job is finished: the files only it still needed leave the object store."""
+        super()._record(row)
+        for name in self.items[row["job"]].uploads.values():
+            self.uses[name] -= 1
+            if not self.uses[name]:
+                self.files.pop(name, None)
+
     def status(self) -> str:
         now = time.monotonic()
         rate = sum(60 * w.done / w.busy_s for w in self.workers if w.busy_s and w.state in ("idle", "busy"))
@@ -287,6 +303,17 @@ def _message(error: Exception) -> str:
     if any(line.startswith("File ") for line in lines):  # a traceback: its last line is the exception
         return f"{lines[0].split(',')[0]}: {lines[-1]}"
     return re.sub(r"^The actor [0-9a-f]+ is unavailable: ", "", lines[0]).split(". ")[0]
+
+
+def _check_reachable(address: str | None) -> None:
+    """A cluster's address that nothing answers at fails at once (Ray itself would retry for minutes)."""
+    found = re.fullmatch(r"(?:ray://)?\[?([^\]]+?)\]?:(\d+)", address or "")
+    if found:
+        try:
+            socket.create_connection((found[1], int(found[2])), timeout=10).close()
+        except OSError as error:
+            raise NoRay(f"--ray {address}: nothing answers there ({error.strerror or error}); is `ray start --head` running on that "
+                        "machine, and is this its port?") from None
 
 
 def _interrupt(signum, frame):
