@@ -5,6 +5,7 @@ import ast
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from pipelines.comfyui import ROOT
@@ -38,6 +39,14 @@ def test_the_command_line_refuses_ray_with_servers_and_a_manifest_taken_for_an_a
     assert both.returncode == 2 and "--ray and --server are two ways to run the batch: give one" in both.stderr
     swapped = batch_command("--ray", manifest)
     assert swapped.returncode == 2 and f"--ray took {manifest} for its address: put the manifest before --ray" in swapped.stderr
+
+
+def test_a_cluster_address_nothing_answers_at_fails_at_once(tmp_path, example_inputs):
+    started = time.monotonic()
+    done = batch_command("--image", example_inputs / "artificial_img03.jpg", "--edits", "wolf -> goat", "--mask",
+                         example_inputs / "wolf_mask.png", "--out", tmp_path / "out", "--ray", "127.0.0.1:9")  # nothing listens on port 9
+    assert done.returncode == 2 and time.monotonic() - started < 60, done.stderr
+    assert "--ray 127.0.0.1:9: nothing answers there (Connection refused); is `ray start --head` running" in done.stderr
 
 
 def test_rows_carry_the_packs_warnings_and_strict_makes_them_failures(example_inputs):
