@@ -23,6 +23,7 @@ import psutil
 
 from bench.batch_throughput import ALE_BENCH, batch, measure
 from harness import model_files
+from harness.ray_cluster import loopback_environment
 
 
 def on_ray(workers: int, args, scratch: Path) -> dict:
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--servers", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--ale-bench", type=Path, default=ALE_BENCH)
     args = parser.parse_args()
+    loopback_environment()  # the Ray the command starts: on loopback, no memory monitor (a shared machine's load would kill workers)
     scratch = Path(tempfile.mkdtemp(prefix="leakfree-ray-bench-"))
     try:
         for count in args.workers:

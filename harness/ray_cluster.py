@@ -2,9 +2,12 @@
 mode: a head node without CPUs (it runs no worker) and worker nodes of one CPU each, every process of them on
 127.0.0.1 (Ray's ``ray.cluster_utils.Cluster``: each node its own raylet and object store, as on separate machines).
 
-Importing this module sets Ray's single-machine switch (pipelines.ray_dispatch.LOOPBACK) before Ray is imported, here
-and in the processes started from here (the batch command): Ray would otherwise turn 127.0.0.1 into this machine's
-network address.
+Importing this module sets, here and in the processes started from here (the batch command, and the Ray it starts):
+- Ray's single-machine switch (pipelines.ray_dispatch.LOOPBACK), before Ray is imported: Ray would otherwise turn
+  127.0.0.1 into this machine's network address;
+- no memory monitor: Ray kills a worker when the machine's memory is 95 % used, by anyone; on a machine shared with
+  other test runs that would kill the tests' workers at random (the batch command handles such a loss as any other,
+  and the tests kill workers and remove nodes themselves, at known points).
 """
 from __future__ import annotations
 
@@ -14,17 +17,24 @@ import psutil
 
 from pipelines.ray_dispatch import LOOPBACK
 
-os.environ[LOOPBACK] = "0"
+
+def loopback_environment() -> None:
+    """Ray on this machine as the tests and benchmarks run it (see the module docstring); before Ray is imported."""
+    os.environ[LOOPBACK] = "0"
+    os.environ["RAY_memory_monitor_refresh_ms"] = "0"
+
+
+loopback_environment()
 
 NODE = {"node_ip_address": "127.0.0.1", "object_store_memory": 80 * 2**20, "include_dashboard": False}
 
 
 class LoopbackCluster:
     def __init__(self, nodes: int = 2, cpus: int = 1):
-        from ray import _private
+        from ray._private import ray_constants
         from ray.cluster_utils import Cluster
 
-        if _private.ray_constants.ENABLE_RAY_CLUSTER:
+        if ray_constants.ENABLE_RAY_CLUSTER:
             raise RuntimeError(f"Ray was imported before harness.ray_cluster set {LOOPBACK}=0: it would leave loopback")
         self.cluster = Cluster(initialize_head=True, head_node_args={**NODE, "num_cpus": 0})
         self.nodes = [self.cluster.add_node(**{k: v for k, v in NODE.items() if k != "include_dashboard"}, num_cpus=cpus)

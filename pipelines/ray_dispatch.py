@@ -85,6 +85,7 @@ class Worker:
     where: str = ""  # host/node, process and device, once known
     done: int = 0
     busy_s: float = 0.0
+    deaths: int = 0  # probes in a row answered with a cause of death
     why: str = ""  # why it died
 
     @property
@@ -183,17 +184,17 @@ class RayDispatcher(BatchRun):
         ray = self.ray
         try:
             info = ray.get(worker.probe)
-        except ray.exceptions.ActorDiedError as error:  # out of restarts, or its constructor failed (ComfyUI, the pack, the models)
-            worker.probe, worker.state, worker.why = None, "dead", _message(error)
-            self._say(f"{worker.name} is gone: {worker.why}")
-            return
-        except ray.exceptions.RayError as error:  # restarting, waiting for a node with room for it, or killed again
+        except ray.exceptions.RayError as error:
             worker.probe, worker.probe_at = None, time.monotonic() + PROBE_S
-            if worker.state != "restarting":
-                worker.state = "restarting"
-                self._say(f"{worker.name} restarts ({_message(error)})")
+            if isinstance(error, ray.exceptions.ActorUnavailableError):  # restarting, or waiting for a node with room for it
+                worker.state, worker.deaths = "restarting", 0
+            elif worker.deaths:  # Ray answers a dead actor's calls with its cause of death: out of restarts, or its constructor failed
+                worker.state, worker.why = "dead", _message(error)
+                self._say(f"{worker.name} is gone: {worker.why}")
+            else:  # the same answer once more means dead; the call may have raced a restart
+                worker.deaths = 1
             return
-        was, worker.probe = worker.state, None
+        was, worker.probe, worker.deaths = worker.state, None, 0
         worker.where = f"{info['host']}/{info['node'][:6]} pid {info['pid']}, {info['device']}"
         worker.state = "idle"
         self._say(f"{worker.name} {'is back' if was == 'restarting' else 'ready'}")
@@ -209,7 +210,7 @@ class RayDispatcher(BatchRun):
             for worker in self.workers:
                 if worker.state == "idle" and self.pending:
                     self._submit(worker, self.pending.popleft())
-                elif worker.state == "restarting":
+                elif worker.state in ("starting", "restarting"):
                     self._probe(worker, now)
             if any(worker.state in ("idle", "busy") for worker in self.workers):
                 last_alive = now
