@@ -149,3 +149,13 @@ def test_ctrl_c_and_sigterm_stop_the_ray_jobs_and_leave_no_process_behind(cluste
     assert {"gcs_server", "raylet"} <= {name for _, name in seen.values()}, seen
     wait_for(lambda: not any(alive(p) for p, _ in seen.values()), 30, "every process it started ends")
     assert len(rows(out)) == 1
+
+
+def test_workers_that_cannot_start_stop_the_batch_with_their_reason(cluster, server_base, tmp_path, example_inputs):
+    jobs, out = ale_layout(tmp_path / "ale", example_inputs, 2), tmp_path / "out"
+    done = run_batch(jobs, *CHEAP, "--models", server_base / "models", "--custom-node", tmp_path / "missing_pack", "--out", out,
+                     "--ray", cluster.address, timeout=300)
+    assert done.returncode == 1 and not rows(out), done.stderr[-3000:]
+    reason = f"RuntimeError: ComfyUI could not load the custom node {tmp_path / 'missing_pack'}"
+    assert f"stopped: every worker is gone: The actor died because of an error raised in its creation task: {reason}" in done.stderr
+    assert "2 job(s) not run" in done.stderr
