@@ -307,9 +307,9 @@ def test_edit_list_feedback_is_shown_in_full_while_typing(frontend, e2e_report):
     assert status["title"] == "Object-Restricted Encode (LeakFree)"  # the long display name, as the library names it
     # The status line is not a value of the node: not in the saved workflow, not in the prompt.
     saved = page.evaluate("(id) => app.graph.getNodeById(id).serialize().widgets_values", node_id)
-    assert saved == [CORRECT, "object"]
+    assert saved == [CORRECT, "object", "pack"]
     prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
-    assert set(prompt[str(node_id)]["inputs"]) == {"clip", "edits", "eos_mode"}
+    assert set(prompt[str(node_id)]["inputs"]) == {"clip", "edits", "eos_mode", "source_substitution"}
     assert not frontend.log.since(mark), "\n".join(frontend.log.since(mark))
     e2e_report["edit-list messages read back in full from the canvas"] += 4
 
@@ -406,10 +406,11 @@ def test_template_browser_opens_each_pack_template(frontend, e2e_report):
         assert option.get_attribute("aria-selected") == "true"
         card = content.locator(f'[data-testid="template-workflow-{stem}"]')
         card.wait_for()
-        card.scroll_into_view_if_needed()  # cards load their thumbnails lazily, once in view (a third row from 7 templates on)
         assert sorted(content.locator('[data-testid^="template-workflow-"]').evaluate_all(
             "(cards) => cards.map((c) => c.dataset.testid.slice('template-workflow-'.length))")) == STEMS
-        # The thumbnail: fetched, cached as a blob and decoded by the card's <img>.
+        # The thumbnail: fetched, cached as a blob and decoded by the card's <img>, lazily, once the card is in view (the
+        # cards run to a third row from 7 templates on).
+        card.scroll_into_view_if_needed()
         try:
             page.wait_for_function(
                 """(stem) => { const img = document.querySelector(`[data-testid="template-workflow-${stem}"] img`);
