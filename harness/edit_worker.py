@@ -18,6 +18,8 @@ import socket
 import tempfile
 from pathlib import Path
 
+from pipelines.ray_dispatch import SCRATCH_PREFIX, sweep_scratch
+
 from . import comfy_env
 
 
@@ -27,7 +29,8 @@ class EditWorker:
         import folder_paths
         import utils.extra_config
 
-        self.scratch = Path(tempfile.mkdtemp(prefix="leakfree-ray-worker-"))
+        sweep_scratch()  # those of workers killed on this node before
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
         for kind, setter in (("input", folder_paths.set_input_directory), ("output", folder_paths.set_output_directory),
                              ("temp", folder_paths.set_temp_directory)):
             (self.scratch / kind).mkdir()

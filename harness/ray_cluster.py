@@ -15,7 +15,7 @@ import os
 
 import psutil
 
-from pipelines.ray_dispatch import LOOPBACK
+from pipelines.ray_dispatch import LOOPBACK, sweep_scratch
 
 
 def loopback_environment() -> None:
@@ -64,4 +64,6 @@ class LoopbackCluster:
         self.nodes.remove(node)
 
     def shutdown(self) -> None:
+        """The cluster stops; the scratch folders of workers killed on its nodes (a removed node's) go with it."""
         self.cluster.shutdown()
+        sweep_scratch(grace_s=10)

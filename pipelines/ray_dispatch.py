@@ -20,12 +20,15 @@ import importlib
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from .comfyui import ROOT
 from .dispatch import NO_IMAGE, BatchRun, Prepared, ResultsLog, job_warnings, result_row, write_outputs
@@ -37,6 +40,35 @@ PROBE_S = 2.0  # how often a restarting worker is asked whether it is back
 # Ray turns a loopback address into this machine's network address; with this variable at 0 a local cluster stays on
 # loopback (Ray's own switch for single-machine clusters): the cluster the command starts, and the tests' clusters.
 LOOPBACK = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+SCRATCH_PREFIX = "leakfree-ray-worker-"  # + the worker's pid + "-": each edit worker's scratch folder in its node's temp folder
+
+
+def sweep_scratch(grace_s: float = 0.0) -> None:
+    """Remove the scratch folders of edit workers that are gone: a worker killed mid-job (by Ctrl-C, a lost node,
+    Ray's memory monitor) cannot remove its own. Run by each worker as it starts (on its node) and by the driver after
+    a cluster it started stopped; ``grace_s``: how long to wait for killed workers' processes to end."""
+    deadline = time.monotonic() + grace_s
+    for folder in sorted(Path(tempfile.gettempdir()).glob(SCRATCH_PREFIX + "*")):
+        pid = folder.name[len(SCRATCH_PREFIX):].partition("-")[0]
+        while pid.isdigit() and _running(int(pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    try:  # a killed child of this process is a zombie until it is reaped: gone all the same
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 class NoRay(RuntimeError):
@@ -138,6 +170,8 @@ class RayDispatcher(BatchRun):
         finally:
             self._stop()
             signal.signal(signal.SIGTERM, on_sigterm)
+            if self.address is None:  # the workers of the cluster it started ran on this machine
+                sweep_scratch(grace_s=10)
 
     # -- workers ---------------------------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ itself. The command runs as users run it (a subprocess). Jobs run at 128 px, 1 s
 """
 import json
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from PIL import Image
 
 from harness.batches import ale_layout, run_batch
+from pipelines.ray_dispatch import SCRATCH_PREFIX
 
 CHEAP = ["--size", "128", "--steps", "1", "--cfg", "1"]
 
@@ -149,6 +151,8 @@ def test_ctrl_c_and_sigterm_stop_the_ray_jobs_and_leave_no_process_behind(cluste
     assert {"gcs_server", "raylet"} <= {name for _, name in seen.values()}, seen
     wait_for(lambda: not any(alive(p) for p, _ in seen.values()), 30, "every process it started ends")
     assert len(rows(out)) == 1
+    left = [f for f in Path(tempfile.gettempdir()).glob(SCRATCH_PREFIX + "*") if int(f.name[len(SCRATCH_PREFIX):].split("-")[0]) in seen]
+    assert not left  # the killed worker's scratch folder (its inputs and outputs) went with the batch's Ray
 
 
 def test_workers_that_cannot_start_stop_the_batch_with_their_reason(cluster, server_base, tmp_path, example_inputs):
