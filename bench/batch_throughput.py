@@ -28,20 +28,36 @@ from pipelines.comfyui import ROOT, find_comfyui
 ALE_BENCH = ROOT.parent / "shared" / "ale_bench"
 
 
-def batch(urls: list[str], out: Path, args, only: str, limit: int) -> dict:
-    """Run one batch_edit.py process to the end; its wall time, and its CPU and memory as sampled."""
+def batch(mode: list[str], out: Path, args, only: str, limit: int) -> dict:
+    """Run one batch_edit.py process to the end (``mode``: its --server or --ray arguments); its wall time, its CPU and
+    memory as sampled, and when each result arrived (seconds from the start)."""
     command = [sys.executable, "-m", "scripts.batch_edit", str(args.ale_bench), "--only", only, "--limit", str(limit),
-               "--size", str(args.size), "--steps", str(args.steps), "--out", str(out)] + [a for url in urls for a in ("--server", url)]
+               "--size", str(args.size), "--steps", str(args.steps), "--out", str(out), *mode]
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    client, peak_rss, samples = psutil.Process(process.pid), 0, []
+    client, peak_rss, samples, arrivals = psutil.Process(process.pid), 0, [], []
+    spent, peaks = {}, {}  # the processes the client started (a local Ray's services and workers): CPU s by pid, peak RSS by group
     while process.poll() is None:
         try:
             times = client.cpu_times()
             samples.append((time.monotonic(), times.user + times.system))
             peak_rss = max(peak_rss, client.memory_info().rss)
+            children = client.children(recursive=True)
         except psutil.NoSuchProcess:
             break
+        rss = {}
+        for child in children:
+            try:
+                group = "edit workers" if child.name().startswith("ray::WorkerHost") else "started services"
+                times, memory = child.cpu_times(), child.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+            spent[child.pid] = (group, times.user + times.system)
+            rss[group] = rss.get(group, 0) + memory
+        peaks.update({group: max(peaks.get(group, 0), total) for group, total in rss.items()})
+        results = out / "results.jsonl"
+        count = len(results.read_text().splitlines()) if results.exists() else 0
+        arrivals += [time.monotonic() - started] * (count - len(arrivals))
         time.sleep(0.5)
     wall = time.monotonic() - started
     log = process.communicate()[1]
@@ -50,7 +66,9 @@ def batch(urls: list[str], out: Path, args, only: str, limit: int) -> dict:
     dispatching = [s for s in samples if s[0] - started > 3]  # after start-up (imports, reading and hashing the jobs)
     (t0, c0), (t1, c1) = dispatching[0], dispatching[-1]
     return {"wall_s": wall, "client_cpu_percent_total": 100 * samples[-1][1] / wall,
-            "client_cpu_percent_dispatching": 100 * (c1 - c0) / (t1 - t0), "client_peak_rss_mb": peak_rss / 2**20}
+            "client_cpu_percent_dispatching": 100 * (c1 - c0) / (t1 - t0), "client_peak_rss_mb": peak_rss / 2**20,
+            "arrivals_s": arrivals, **{f"{group}_cpu_percent": 100 * sum(cpu for g, cpu in spent.values() if g == group) / wall for group in peaks},
+            **{f"{group}_peak_rss_mb": peak / 2**20 for group, peak in peaks.items()}}
 
 
 def measure(count: int, args, scratch: Path) -> dict:
@@ -62,9 +80,10 @@ def measure(count: int, args, scratch: Path) -> dict:
     try:
         for server in servers:
             server.wait_ready()
-        urls = [server.url for server in servers]
+        urls = [a for server in servers for a in ("--server", server.url)]
         batch(urls, scratch / f"warm{count}", args, "artificial_img01/*", count)  # one job per server: models loaded
         timed = batch(urls, scratch / f"out{count}", args, "artificial_img03/*", args.jobs)
+        timed.pop("arrivals_s")
         server_rss = [psutil.Process(s.process.pid).memory_info().rss / 2**30 for s in servers]
     finally:
         for server in servers:

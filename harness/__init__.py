@@ -6,6 +6,8 @@
     model_files.py         the same in the real file formats, where a user's files would be
     metric_model_files.py  random-weight metric models (CLIP, DINO, SqueezeNet) in their release formats
     runner.py              ComfyUI's executor in this process, for API-format graphs
+    edit_worker.py         the batch command's Ray edit worker: that executor in a Ray worker process, files in and out as bytes
+    ray_cluster.py         a multi-node Ray cluster on loopback, for the Ray mode's tests and benchmark
     ale_bench.py           the ALE-Bench runner's work: ALE's protocol on a workflow, the edits run and scored
     server.py              ComfyUI's real server on loopback, in a scratch base folder
     browser.py             Chromium driving ComfyUI's frontend (Playwright)

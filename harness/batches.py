@@ -1,6 +1,7 @@
 """Batches for the pipeline tests: a folder of example edits in ALE-Bench's layout, and the batch command run as users
 run it (``python3 -m scripts.batch_edit`` in the pack's folder)."""
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +27,14 @@ def ale_layout(folder: Path, example_inputs: Path, jobs: int) -> Path:
     return folder
 
 
+def _ctrl_c_reaches_it():
+    """SIGINT as a terminal's Ctrl-C finds it: a test run started in the background (``pytest ... &``, a CI step's
+    background shell) inherits SIGINT ignored, and Python then leaves it ignored in the batch."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_batch(*args, wait=True, timeout=900):
     command = [sys.executable, "-m", "scripts.batch_edit", *map(str, args)]
-    if not wait:
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    if not wait:  # the tests stop it with SIGINT, as Ctrl-C does
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=_ctrl_c_reaches_it)
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)

@@ -9,7 +9,9 @@ checkout on ``sys.path``, the one place anything of the project changes it.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -49,6 +51,7 @@ def prepare_for_tests() -> Path:
     global _TEST_BASE
     if _TEST_BASE is None:
         _TEST_BASE = tempfile.mkdtemp(prefix="leakfree-comfy-")
+        atexit.register(shutil.rmtree, _TEST_BASE, ignore_errors=True)
     return prepare_comfy(base_directory=_TEST_BASE)
 
 

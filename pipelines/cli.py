@@ -4,17 +4,23 @@
     python3 -m scripts.batch_edit ../shared/ale_bench --size 512 --only 'artificial_img03/*' --out ale/
     python3 -m scripts.batch_edit --image photo.jpg --mask wolf.png --mask moon.png \\
         --edits "wolf -> brown-colored goat; moon -> moon made of gold" --size 512 --seed 7 --steps 20
+    python3 -m scripts.batch_edit jobs.jsonl --ray auto --out edits/     # on the Ray cluster of this machine's `ray start`
 
 Jobs come from a JSONL or CSV manifest (see pipelines/jobs.py), a folder in ALE-Bench's layout, or the
 command line (one job, the same path as a one-line manifest). The graph is any API-format workflow with the
 pack's nodes (default: the repo's painted-masks graph for jobs with masks, its Grounded-SAM graph for jobs
 without); where the image, masks, edit list and settings go is found by node class and input name
-(pipelines/slots.py). This command is a thin client of ComfyUI's HTTP + websocket API: the servers
-(--server, one per GPU or machine) do the work. With no --server it starts the ComfyUI the pack is installed
-in (or the one pipelines/comfyui.py finds) on a loopback port for the batch and stops it afterwards.
+(pipelines/slots.py). Two ways to run them:
+- ComfyUI servers (--server, one per GPU or machine): this command is a thin client of ComfyUI's HTTP + websocket
+  API. With neither --server nor --ray it starts the ComfyUI the pack is installed in (or the one
+  pipelines/comfyui.py finds) on a loopback port for the batch and stops it afterwards.
+- Ray (--ray [ADDRESS]; needs requirements-ray.txt): edit workers on a Ray cluster's GPUs, each ComfyUI's executor in
+  its own process; Ray places them, moves the files and restarts a worker whose process or node died
+  (pipelines/ray_dispatch.py).
 
-Results: <out>/<image stem>/<job id>.png, <job id>_masks.png (the mask preview) and <out>/results.jsonl.
-Rerunning the same command skips the jobs that finished; Ctrl-C stops cleanly (rerun to resume).
+Results: <out>/<image stem>/<job id>.png, <job id>_masks.png (the mask preview) and <out>/results.jsonl, with the
+pack's warnings for each job (--strict: a job with warnings fails). Rerunning the same command skips the jobs that
+finished; Ctrl-C stops cleanly (rerun to resume).
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ from pathlib import Path
 
 from .comfyui import PACK_FOLDER, ROOT, LocalComfyUI, comfyui_version, find_comfyui, installed_in_comfyui
 from .dispatch import Dispatcher, Prepared, ResultsLog, upload_name
+from .ray_dispatch import NoRay, RayDispatcher
 from .jobs import Job, ManifestError, check_defaults, make_job, read_manifest
 from .slots import MASK_INPUTS, WorkflowError, describe, find_slots, load_workflow
 
@@ -66,23 +73,37 @@ def parse_args(argv):
     settings.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE", help="any input of the workflow, e.g. 14.target_cfg=2")
     servers = parser.add_argument_group("servers")
     servers.add_argument("--server", action="append", default=[], metavar="URL", help="a ComfyUI server (repeat: one per GPU or machine)")
-    servers.add_argument("--models", type=Path, help="with no --server: a ComfyUI models/ folder for the local server to use as well")
+    servers.add_argument("--models", type=Path, help="with no --server: a ComfyUI models/ folder for the local server (or the Ray workers) "
+                                                     "to use as well")
     servers.add_argument("--custom-node", action="append", default=[], type=Path, metavar="PATH",
-                         help="with no --server: another custom node (folder or .py file) the local server loads")
+                         help="with no --server: another custom node (folder or .py file) the local server (or the Ray workers) loads")
     servers.add_argument("--timeout", type=float, default=60, help="seconds without an answer before a server counts as lost")
     servers.add_argument("--heartbeat", type=float, default=10, help="seconds without an event before the server is asked about its job")
-    servers.add_argument("--give-up", type=float, default=600, help="stop when no server has answered for this many seconds")
+    servers.add_argument("--give-up", type=float, default=600, help="stop when no server has answered (no Ray worker has run) for this "
+                                                                      "many seconds")
+    cluster = parser.add_argument_group("Ray (instead of servers)")
+    cluster.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                         help="run on Ray: alone, a Ray cluster started on this machine for the batch; 'auto', the one `ray start` "
+                              "runs here; or a cluster's address (host:6379, ray://host:10001). --models and --custom-node name "
+                              "paths on the worker nodes")
+    cluster.add_argument("--ray-workers", type=int, metavar="N", help="edit workers (default: one per GPU, or one per node without GPUs)")
     run = parser.add_argument_group("batch")
     run.add_argument("--out", type=Path, default=Path("output"), help="results: <out>/<image stem>/<job id>.png and <out>/results.jsonl")
     run.add_argument("--only", action="append", default=[], metavar="GLOB", help="run only jobs whose '<image stem>/<job id>' matches")
     run.add_argument("--limit", type=int, help="run at most this many jobs (after --only)")
     run.add_argument("--retry-failed", action="store_true", help="run again the jobs recorded as failed")
+    run.add_argument("--strict", action="store_true", help="a job the pack warns about (e.g. an object that keeps 0%% of its area) is "
+                                                           "recorded as failed (its images are written all the same)")
     run.add_argument("--dry-run", action="store_true", help="check the jobs and the graph, print what would run, submit nothing")
     args = parser.parse_args(argv)
+    if args.jobs is None and args.image is None and args.ray and Path(args.ray).exists():
+        parser.error(f"--ray took {args.ray} for its address: put the manifest before --ray, or write --ray=ADDRESS")
     if (args.jobs is None) == (args.image is None):
         parser.error("give a manifest (or ALE-Bench folder), or --image with --edits, not both")
     if args.image and not args.edits:
         parser.error("--image needs --edits")
+    if args.ray is not None and args.server:
+        parser.error("--ray and --server are two ways to run the batch: give one")
     return args
 
 
@@ -225,19 +246,43 @@ def main(argv=None) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     held = lock(out)
-    scratch = local = None
     started = time.monotonic()
     try:
-        if not args.server:
+        if args.ray is not None:
+            dispatcher = RayDispatcher(todo, results, args.ray or None, args.ray_workers, args.models, args.custom_node, args.give_up, args.strict)
+            stopped = run_on_ray(dispatcher)
+        else:
+            dispatcher = Dispatcher(todo, args.server, results, subfolder, None, args.timeout, args.heartbeat, args.give_up, args.strict)
+            stopped = run_on_servers(dispatcher, args)
+    except NoRay as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        held.close()
+    if stopped:
+        print(f"stopped (Ctrl-C): {dispatcher.ok} done, {dispatcher.failed} failed, "
+              f"{len(todo) - dispatcher.ok - dispatcher.failed} not run; rerun the same command to resume", file=sys.stderr)
+        return 130
+    took = time.monotonic() - started
+    warned = f", {dispatcher.warned} with warnings" if dispatcher.warned else ""
+    print(f"{dispatcher.ok} done, {dispatcher.failed} failed{warned} in {took:.0f} s; results: {results.path}", file=sys.stderr)
+    if dispatcher.gave_up:
+        print(f"stopped: {dispatcher.gave_up}; {len(dispatcher.pending)} job(s) not run (rerun the same command to resume)", file=sys.stderr)
+    return 0 if not dispatcher.failed and not dispatcher.gave_up else 1
+
+
+def run_on_servers(dispatcher: Dispatcher, args) -> bool:
+    """The batch on ComfyUI servers (a local one started for it when none is given); True when Ctrl-C stopped it."""
+    scratch = local = None
+    try:
+        if not dispatcher.urls:
             scratch = Path(tempfile.mkdtemp(prefix="leakfree-batch-"))
-            local = start_local(args, scratch, out / "local-comfyui.log")
-        dispatcher = Dispatcher(todo, args.server or [local.url], results, subfolder, local, args.timeout, args.heartbeat, args.give_up)
+            local = start_local(args, scratch, dispatcher.results.out / "local-comfyui.log")
+            dispatcher.urls, dispatcher.local = [local.url], local
         try:
             asyncio.run(dispatcher.run())
         except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM
-            print(f"stopped (Ctrl-C): {dispatcher.ok} done, {dispatcher.failed} failed, "
-                  f"{len(todo) - dispatcher.ok - dispatcher.failed} not run; rerun the same command to resume", file=sys.stderr)
-            return 130
+            return True
         if local and local.process.poll() is not None:
             print(f"the local ComfyUI exited with {local.process.returncode}:\n{local.log()[-3000:]}", file=sys.stderr)
     finally:
@@ -245,9 +290,13 @@ def main(argv=None) -> int:
             local.stop()
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
-        held.close()
-    took = time.monotonic() - started
-    print(f"{dispatcher.ok} done, {dispatcher.failed} failed in {took:.0f} s; results: {results.path}", file=sys.stderr)
-    if dispatcher.gave_up:
-        print(f"stopped: {dispatcher.gave_up}; {len(dispatcher.pending)} job(s) not run (rerun the same command to resume)", file=sys.stderr)
-    return 0 if not dispatcher.failed and not dispatcher.gave_up else 1
+    return False
+
+
+def run_on_ray(dispatcher: RayDispatcher) -> bool:
+    """The batch on Ray; True when Ctrl-C or SIGTERM stopped it (its workers are killed, Ray left)."""
+    try:
+        dispatcher.run()
+    except KeyboardInterrupt:
+        return True
+    return False

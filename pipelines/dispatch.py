@@ -6,7 +6,11 @@
   (connection refused, timeout, websocket closed) hands its job back to the others and is tried again later,
   with a growing pause; when it answers again our abandoned prompts are removed from its queue.
 - Results are written as ``<out>/<image stem>/<job id>.png`` (+ ``_masks.png``, the mask preview), each file
-  complete or absent, then one line in ``results.jsonl``; a job whose line says it finished is not run again.
+  complete or absent, then one line in ``results.jsonl``, with the pack's warnings for the job; a job whose line says
+  it finished is not run again.
+
+What the Ray mode (ray_dispatch.py) shares with this one is here too: the prepared jobs, the results log, the result
+rows and their files, the warnings and ``--strict``, the counts and the progress line (:class:`BatchRun`).
 """
 from __future__ import annotations
 
@@ -26,9 +30,12 @@ import aiohttp
 
 from .client import ComfyClient, PromptRefused, ServerLost
 from .comfyui import PACK_FOLDER
+from .slots import node_order
 
-MAX_LOSSES = 3  # a job that was on a lost server this many times is recorded as failed (it may be what kills them)
+MAX_LOSSES = 3  # a job that was on a lost server or worker this many times is recorded as failed (it may be what kills them)
 RETRY_AFTER_S = (5, 10, 20, 40, 60)  # pauses before a lost server is tried again
+NO_IMAGE = "the workflow saved no image (it needs a SaveImage node)"
+WARNINGS = "leakfree_warnings"  # the UI output in which the pack's nodes send their warnings (integration/object_masks.py)
 
 
 @dataclass
@@ -81,6 +88,106 @@ class ResultsLog:
         self.rows[row["job"]] = row
 
 
+def job_warnings(outputs: dict) -> list[str]:
+    """The pack's warnings in a finished prompt's UI outputs (node id -> UI output, as /history and the executor keep
+    them), in node order: an object that keeps 0 % of its area, a mask that covers the whole image, ..."""
+    return [warning for _, ui in sorted(outputs.items(), key=lambda pair: node_order(pair[0])) for warning in (ui or {}).get(WARNINGS, [])]
+
+
+def result_row(item: Prepared, status: str, where: str, seconds: float, run_id: str = "", outputs: list | None = None,
+               error: str = "", warnings: list | None = None, strict: bool = False) -> dict:
+    """One ``results.jsonl`` line. With ``strict`` a job that finished with warnings is a failure (its files are kept)."""
+    warnings = list(warnings or [])
+    if strict and warnings and status == "ok":
+        status, error = "error", f"--strict: {len(warnings)} warning(s): " + " | ".join(warnings)
+    return {"job": item.job.key, "status": status, "server": where, "seconds": round(seconds, 2), "outputs": outputs or [],
+            "error": error, "warnings": warnings, "image": str(item.job.image), "edits": item.job.edit_text,
+            "fingerprint": item.fingerprint, "prompt_id": run_id, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def write_outputs(out: Path, item: Prepared, saved: list[tuple[str, bytes]], previews: list[tuple[str, bytes]]) -> list[str]:
+    """Write a job's saved images and mask previews (``(file name it had, bytes)``) as ``<image stem>/<job id>.png``,
+    ``<job id>_masks.png`` (``_2``, ... when there are several), each whole or not at all; their paths below ``out``."""
+    names = [f"{item.job.id}{'' if len(saved) == 1 else f'_{k}'}" for k in range(1, len(saved) + 1)]
+    names += [f"{item.job.id}_masks{'' if len(previews) == 1 else f'_{k}'}" for k in range(1, len(previews) + 1)]
+    folder = out / item.job.image.stem
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (filename, blob) in zip(names, saved + previews):
+        path = folder / f"{name}{Path(filename).suffix or '.png'}"
+        part = path.with_name(path.name + ".part")
+        part.write_bytes(blob)
+        os.replace(part, path)
+        written.append(str(path.relative_to(out)))
+    return written
+
+
+class BatchRun:
+    """What a batch's run keeps, however its jobs are executed: the jobs left, the results log, the counts, losses,
+    ``--strict``, and the progress lines (one line per finished job; the bar, on a terminal, redrawn in place)."""
+
+    def __init__(self, items: list[Prepared], results: ResultsLog, strict: bool = False, stream=sys.stderr):
+        self.pending = deque(items)
+        self.total = len(items)
+        self.results = results
+        self.strict = strict
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.in_flight = 0
+        self.ok = self.failed = self.warned = 0
+        self.losses: dict[str, int] = {}
+        self.gave_up = ""
+
+    def _finished(self) -> bool:
+        return bool(self.gave_up) or (not self.pending and not self.in_flight)
+
+    def _lost(self, item: Prepared, what: str, where: str, error) -> str:
+        """A job whose ``what`` (server, worker) was lost goes back to the queue, or, the MAX_LOSSES-th time, is recorded
+        as failed; says which."""
+        key = item.job.key
+        self.losses[key] = self.losses.get(key, 0) + 1
+        if self.losses[key] < MAX_LOSSES:
+            self.pending.appendleft(item)
+            return f"{key} goes back to the queue"
+        self._record(result_row(item, "error", where, 0.0, error=f"the {what} was lost {MAX_LOSSES} times while running it, last: {error}"))
+        return f"{key} was on a lost {what} {MAX_LOSSES} times: recorded as failed"
+
+    def _record(self, row: dict) -> None:
+        self.results.append(row)
+        if row["status"] == "ok":
+            self.ok += 1
+        else:
+            self.failed += 1
+        self.warned += bool(row["warnings"])
+        detail = f"{row['seconds']:.1f} s" if row["status"] == "ok" else row["error"]
+        if row["warnings"] and row["status"] == "ok":
+            detail += f", {len(row['warnings'])} warning(s): " + " | ".join(row["warnings"])
+        self._say(f"[{self.ok + self.failed}/{self.total}] {row['status']:<5} {row['job']} on {row['server']}: {detail}")
+        if not self.tty:
+            self._say(self.status())
+
+    def _bar(self, rate: float) -> str:
+        """The batch's part of the progress line; ``rate``: jobs per minute of the servers or workers now running."""
+        left = self.total - self.ok - self.failed
+        eta = f"ETA {_duration(60 * left / rate)}" if rate and left else ("ETA -" if left else "done")
+        done = self.ok + self.failed
+        bar = "#" * (20 * done // max(self.total, 1))
+        warned = f", {self.warned} with warnings" if self.warned else ""
+        return f"[{bar:.<20}] {done}/{self.total} finished ({self.failed} failed{warned}), {self.in_flight} running, {rate:.1f} jobs/min, {eta}"
+
+    def status(self) -> str:
+        """The whole progress line: ``_bar`` and each server's or worker's part."""
+        raise NotImplementedError
+
+    def _say(self, line: str) -> None:
+        self.stream.write(("\r\033[K" if self.tty else "") + line + "\n")
+        self.stream.flush()
+
+    def _redraw(self) -> None:
+        self.stream.write("\r\033[K" + self.status()[:200])
+        self.stream.flush()
+
+
 @dataclass
 class Server:
     client: ComfyClient
@@ -120,27 +227,19 @@ class Server:
         return f"{self.name} {self.done} done {rate}{step}"
 
 
-class Dispatcher:
+class Dispatcher(BatchRun):
     """Runs ``items`` on the servers at ``urls`` (``local``: the LocalComfyUI behind the only url, when we started it)."""
 
     def __init__(self, items: list[Prepared], urls: list[str], results: ResultsLog, subfolder: str, local=None,
-                 timeout: float = 60, heartbeat: float = 10, give_up_s: float = 600, stream=sys.stderr):
-        self.pending = deque(items)
-        self.total = len(items)
+                 timeout: float = 60, heartbeat: float = 10, give_up_s: float = 600, strict: bool = False, stream=sys.stderr):
+        super().__init__(items, results, strict, stream)
         self.classes = {node["class_type"] for item in items for node in item.graph.values()}
         self.urls, self.local, self.timeout = urls, local, timeout
         self.servers: list[Server] = []
-        self.results = results
         self.subfolder = subfolder
         self.heartbeat = heartbeat
         self.give_up_s = give_up_s
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.in_flight = 0
-        self.ok = self.failed = 0
-        self.losses: dict[str, int] = {}
         self.run_id = uuid.uuid4().hex
-        self.gave_up = ""
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
@@ -173,9 +272,6 @@ class Dispatcher:
             if self.tty:
                 self.stream.write("\n")
 
-    def _finished(self) -> bool:
-        return bool(self.gave_up) or (not self.pending and not self.in_flight)
-
     async def _worker(self, server: Server) -> None:
         while not self._finished() and not server.excluded:
             if server.down_since is not None:
@@ -193,7 +289,7 @@ class Dispatcher:
             try:
                 row = await self._run(server, item)
             except ServerLost as error:
-                self._lost(server, item, error)
+                self._lost_on(server, item, error)
             finally:
                 self.in_flight -= 1
             if row:
@@ -249,17 +345,9 @@ class Dispatcher:
         server.down_since, server.losses, server.checked = None, 0, False
         self._say(f"{server.name} answers again: it takes jobs again")
 
-    def _lost(self, server: Server, item: Prepared, error: ServerLost) -> None:
+    def _lost_on(self, server: Server, item: Prepared, error: ServerLost) -> None:
         self._down(server)
-        key = item.job.key
-        self.losses[key] = self.losses.get(key, 0) + 1
-        if self.losses[key] >= MAX_LOSSES:
-            self._say(f"{server.name} lost ({error}); {key} was on a lost server {MAX_LOSSES} times: recorded as failed")
-            self._record(self._row(item, "error", server, 0.0, error=f"the server was lost {MAX_LOSSES} times while running it, "
-                                                                    f"last: {error}"))
-        else:
-            self.pending.appendleft(item)
-            self._say(f"{server.name} lost ({error}): {key} goes back to the queue; retrying {server.name} in {RETRY_AFTER_S[0]} s")
+        self._say(f"{server.name} lost ({error}): {self._lost(item, 'server', server.name, error)}; retrying {server.name} in {RETRY_AFTER_S[0]} s")
 
     async def _run(self, server: Server, item: Prepared) -> dict:
         client = server.client
@@ -276,10 +364,10 @@ class Dispatcher:
             await client.submit(item.graph, prompt_id, {"leakfree_batch": {"batch": self.subfolder, "run": self.run_id, "job": item.job.key}})
             outcome = await client.wait(prompt_id, server.on_event, self.heartbeat)
             if outcome.status != "success":
-                return self._row(item, "error", server, time.monotonic() - started, prompt_id, error=outcome.message)
+                return result_row(item, "error", server.name, time.monotonic() - started, prompt_id, error=outcome.message)
             outputs = await self._fetch(client, item, outcome.entry)
         except PromptRefused as refused:
-            return self._row(item, "error", server, time.monotonic() - started, prompt_id, error=str(refused))
+            return result_row(item, "error", server.name, time.monotonic() - started, prompt_id, error=str(refused))
         except (ServerLost, asyncio.CancelledError):  # lost, or Ctrl-C: the prompt may still be queued or running there
             server.abandoned.append(prompt_id)
             raise
@@ -288,8 +376,8 @@ class Dispatcher:
         seconds = time.monotonic() - started
         server.done += 1
         server.busy_s += seconds
-        return self._row(item, "ok" if outputs else "error", server, seconds, prompt_id, outputs,
-                         "" if outputs else "the workflow saved no image (it needs a SaveImage node)")
+        return result_row(item, "ok" if outputs else "error", server.name, seconds, prompt_id, outputs,
+                          "" if outputs else NO_IMAGE, job_warnings(outcome.entry["outputs"]), self.strict)
 
     async def _fetch(self, client: ComfyClient, item: Prepared, entry: dict) -> list[str]:
         """Download the saved images and the mask preview; write them, each whole or not at all."""
@@ -298,19 +386,9 @@ class Dispatcher:
         previews = [image for node, image in images if node in item.previews]
         if not saved:
             return []
-        names = [f"{item.job.id}{'' if len(saved) == 1 else f'_{k}'}" for k in range(1, len(saved) + 1)]
-        names += [f"{item.job.id}_masks{'' if len(previews) == 1 else f'_{k}'}" for k in range(1, len(previews) + 1)]
         blobs = [await client.view(image) for image in saved + previews]  # everything fetched before anything is written
-        folder = self.results.out / item.job.image.stem
-        folder.mkdir(parents=True, exist_ok=True)
-        written = []
-        for name, image, blob in zip(names, saved + previews, blobs):
-            path = folder / f"{name}{Path(image['filename']).suffix or '.png'}"
-            part = path.with_name(path.name + ".part")
-            part.write_bytes(blob)
-            os.replace(part, path)
-            written.append(str(path.relative_to(self.results.out)))
-        return written
+        files = [(image["filename"], blob) for image, blob in zip(saved + previews, blobs)]
+        return write_outputs(self.results.out, item, files[: len(saved)], files[len(saved):])
 
     async def _take_back(self) -> None:
         """After Ctrl-C: our running and queued prompts leave the servers (best effort, a few seconds at most)."""
@@ -321,43 +399,16 @@ class Dispatcher:
                 except (ServerLost, asyncio.TimeoutError):
                     pass
 
-    # -- results and progress --------------------------------------------------------------------------------
-
-    def _row(self, item: Prepared, status: str, server: Server, seconds: float, prompt_id: str = "",
-             outputs: list | None = None, error: str = "") -> dict:
-        return {"job": item.job.key, "status": status, "server": server.name, "seconds": round(seconds, 2),
-                "outputs": outputs or [], "error": error, "image": str(item.job.image), "edits": item.job.edit_text,
-                "fingerprint": item.fingerprint, "prompt_id": prompt_id, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-
-    def _record(self, row: dict) -> None:
-        self.results.append(row)
-        if row["status"] == "ok":
-            self.ok += 1
-        else:
-            self.failed += 1
-        detail = f"{row['seconds']:.1f} s" if row["status"] == "ok" else row["error"]
-        self._say(f"[{self.ok + self.failed}/{self.total}] {row['status']:<5} {row['job']} on {row['server']}: {detail}")
-        if not self.tty:
-            self._say(self.status())
+    # -- progress ------------------------------------------------------------------------------------------------
 
     def status(self) -> str:
         now = time.monotonic()
-        left = self.total - self.ok - self.failed
         rate = sum(60 * s.done / s.busy_s for s in self.servers if s.busy_s and s.down_since is None)
-        eta = f"ETA {_duration(60 * left / rate)}" if rate and left else ("ETA -" if left else "done")
-        done = self.ok + self.failed
-        bar = "#" * (20 * done // max(self.total, 1))
-        return (f"[{bar:.<20}] {done}/{self.total} finished ({self.failed} failed), {self.in_flight} running, "
-                f"{rate:.1f} jobs/min, {eta} | " + " | ".join(s.status(now) for s in self.servers))
-
-    def _say(self, line: str) -> None:
-        self.stream.write(("\r\033[K" if self.tty else "") + line + "\n")
-        self.stream.flush()
+        return f"{self._bar(rate)} | " + " | ".join(s.status(now) for s in self.servers)
 
     async def _tick(self) -> None:
         while True:
-            self.stream.write("\r\033[K" + self.status()[:200])
-            self.stream.flush()
+            self._redraw()
             await asyncio.sleep(1)
 
 

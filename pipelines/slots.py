@@ -230,7 +230,7 @@ def find_slots(graph: dict, name: str, bind: dict[str, str] | None = None) -> Sl
     slots = Slots(name, graph, image, edits, painted, mask_node)
     for setting, inputs in SETTINGS.items():
         candidates = sorted((n for n, node in graph.items() if not node["class_type"].startswith(PACK_PREFIX)
-                             and any(i in node["inputs"] and not is_link(node["inputs"][i]) for i in inputs)), key=_numeric)
+                             and any(i in node["inputs"] and not is_link(node["inputs"][i]) for i in inputs)), key=node_order)
         if setting in bind:
             if bind[setting] not in candidates:
                 problems.append(f"--bind {setting}={bind[setting]}: node {describe(graph, bind[setting])} has no "
@@ -246,5 +246,6 @@ def find_slots(graph: dict, name: str, bind: dict[str, str] | None = None) -> Sl
     return slots
 
 
-def _numeric(node_id: str):
+def node_order(node_id: str):
+    """Sort key of node ids: numbers in numeric order, then the others (ids added by tools) by name."""
     return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)

@@ -7,8 +7,8 @@
 The graph runs in this process on the ComfyUI found by pipelines/comfyui.py (the one the pack
 is installed in, or the cached ComfyUI 0.3.64), with the pack loaded by ComfyUI's own loader
 and models from that ComfyUI's model folders. With no --ckpt, the checkpoint is a random-weight
-SD1.5 file in the original single-file layout, written once into a cache folder (the image is
-noise, but every loader and node runs for real). Input files are looked up in --input-dir
+SD1.5 file in the original single-file layout, written into a scratch folder that goes at the end
+with the resized inputs of --size (the image is noise, but every loader and node runs for real). Input files are looked up in --input-dir
 (default: example_inputs/), images are saved to --output-dir.
 """
 import argparse
@@ -37,7 +37,11 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, help="run at this square size: input images resized, image-scale nodes set")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    with tempfile.TemporaryDirectory(prefix="leakfree-run-workflow-") as scratch:
+        return run(args, Path(scratch))
 
+
+def run(args, scratch: Path) -> int:
     comfy_env.prepare_comfy(base_directory=None)
     import folder_paths
 
@@ -46,7 +50,7 @@ def main(argv=None) -> int:
     else:
         from harness import model_files
 
-        random_checkpoint = model_files.write_model_files(Path(tempfile.mkdtemp(prefix="leakfree-models-")), only=("checkpoints",))["checkpoints"]
+        random_checkpoint = model_files.write_model_files(scratch / "models", only=("checkpoints",))["checkpoints"]
         folder_paths.add_model_folder_path("checkpoints", str(random_checkpoint.parent), is_default=True)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     folder_paths.set_output_directory(str(args.output_dir.resolve()))
@@ -58,9 +62,9 @@ def main(argv=None) -> int:
         return 2
     input_dir = args.input_dir.resolve()
     if args.size:
-        scratch = Path(tempfile.mkdtemp(prefix="leakfree-inputs-"))
-        graph = scale_inputs(graph, args.size, input_dir, scratch)
-        input_dir = scratch
+        (scratch / "inputs").mkdir()
+        graph = scale_inputs(graph, args.size, input_dir, scratch / "inputs")
+        input_dir = scratch / "inputs"
     folder_paths.set_input_directory(str(input_dir))
 
     print(f"running {args.workflow.name} on {'checkpoint ' + str(args.ckpt) if args.ckpt else 'a random-weight SD1.5 checkpoint'}", flush=True)

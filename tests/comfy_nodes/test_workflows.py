@@ -2,6 +2,7 @@
 API graph of the repo and of the previous release (0.1.0), and the headless runner runs one."""
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,18 +66,27 @@ def test_ui_twin_describes_the_same_graph(path, classes):
     assert json.loads(ui.read_text()) == ui_workflow.to_ui(json.loads(path.read_text()), classes), f"regenerate: python3 -m scripts.ui_workflow {path}"
 
 
+def run_headless(tmp_path, *args):
+    """scripts.run_workflow with its own temp folder, where it leaves nothing (the random checkpoint, resized inputs)
+    but torch's compile cache."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    command = [sys.executable, "-m", "scripts.run_workflow", "--size", "128", *args, "--output-dir", str(tmp_path / "out")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT, env={**os.environ, "TMPDIR": str(temp)})
+    left = [path.name for path in temp.iterdir() if not path.name.startswith("torchinductor_")]
+    assert not left, left
+    return done
+
+
 def test_headless_runner_runs_the_example_with_comfyuis_executor(tmp_path):
-    command = [sys.executable, "-m", "scripts.run_workflow", "--size", "128", "--steps", "2", "--output-dir", str(tmp_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    done = run_headless(tmp_path, "--steps", "2")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    saved = list(tmp_path.glob("LeakFreeEdit_*.png"))
+    saved = list((tmp_path / "out").glob("LeakFreeEdit_*.png"))
     assert len(saved) == 1 and Image.open(saved[0]).size == (128, 128)
     assert "done in" in done.stdout
 
 
 def test_headless_runner_reports_a_node_error_as_the_app_does(tmp_path):
-    command = [sys.executable, "-m", "scripts.run_workflow", "--size", "128", "--steps", "1", "--edits", "wolf goat",
-               "--output-dir", str(tmp_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    done = run_headless(tmp_path, "--steps", "1", "--edits", "wolf goat")
     assert done.returncode == 1
     assert "LeakFreeObjectRestrictedEncode" in done.stderr and "line 1" in done.stderr, done.stderr[-3000:]

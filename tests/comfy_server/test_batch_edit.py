@@ -95,21 +95,26 @@ def test_a_batch_over_two_servers_loses_one_and_still_runs_every_job_once(second
     assert len(comfy_server.get("/history").json()) == history and len(rows(out)) == 8  # nothing submitted, nothing written
 
 
-def test_a_malformed_edit_list_fails_its_own_job_with_the_packs_message(comfy_server, tmp_path, example_inputs):
+def test_a_malformed_edit_list_fails_its_own_job_with_the_packs_message_and_warnings_reach_the_results(comfy_server, tmp_path, example_inputs):
     masks = [str(example_inputs / "wolf_mask.png"), str(example_inputs / "moon_mask.png")]
     image = str(example_inputs / "artificial_img03.jpg")
+    Image.new("L", (512, 512), 255).save(tmp_path / "whole.png")  # the wolf's mask covers the moon's: the moon keeps 0 % of its area
     manifest = tmp_path / "jobs.jsonl"
     manifest.write_text("".join(json.dumps(job) + "\n" for job in (
         {"id": "malformed", "image": image, "edits": "wolf -> goat\nmoon made of gold", "masks": masks},
-        {"id": "fine", "image": image, "edits": "wolf -> goat\nmoon -> moon made of gold", "masks": masks})))
+        {"id": "fine", "image": image, "edits": "wolf -> goat\nmoon -> moon made of gold", "masks": masks},
+        {"id": "warned", "image": image, "edits": "wolf -> goat\nmoon -> moon made of gold", "masks": [str(tmp_path / "whole.png"), masks[1]]})))
     done = run_batch(manifest, *CHEAP, "--server", comfy_server.url, "--out", tmp_path / "out")
     assert done.returncode == 1, done.stderr[-3000:]
     results = {r["job"]: r for r in rows(tmp_path / "out")}
-    bad, good = results["artificial_img03/malformed"], results["artificial_img03/fine"]
+    bad, good, warned = (results[f"artificial_img03/{name}"] for name in ("malformed", "fine", "warned"))
     assert bad["status"] == "error" and bad["outputs"] == []
     assert bad["error"].startswith("LeakFreeObjectRestrictedEncode (node 5): Object-Restricted Encode") and "line 2" in bad["error"]
-    assert good["status"] == "ok" and (tmp_path / "out" / good["outputs"][0]).is_file()
+    assert good["status"] == "ok" and good["warnings"] == [] and (tmp_path / "out" / good["outputs"][0]).is_file()
     assert not (tmp_path / "out" / "artificial_img03" / "malformed.png").exists()
+    assert warned["status"] == "ok" and any("'moon' (line 2) keeps only 0% of its area" in w for w in warned["warnings"])  # without --strict
+    assert "2 done, 1 failed, 1 with warnings in" in done.stderr
+    assert "ok    artificial_img03/warned" in done.stderr and "2 warning(s): " in done.stderr
 
 
 def test_a_server_without_the_workflows_nodes_gets_no_jobs(comfy_server, tmp_path, example_inputs):
