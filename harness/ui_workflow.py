@@ -1,6 +1,6 @@
 """Write the drag-and-drop (UI format) twin of an API-format workflow, from the nodes' own INPUT_TYPES.
 
-``python3 -m scripts.ui_workflow api_workflows/NAME.json`` writes example_workflows/NAME.json.
+``python3 -m scripts.ui_workflow workflows/api/NAME.json`` writes workflows/NAME.json.
 
 The UI file is derived, never hand-edited, so the two formats always describe the same graph
 (a test regenerates every UI file and compares).
@@ -95,4 +95,4 @@ def to_ui(graph: dict, classes: dict) -> dict:
 
 
 def ui_path(api_path: Path) -> Path:
-    return ROOT / "example_workflows" / api_path.name
+    return ROOT / "workflows" / api_path.name

@@ -36,7 +36,7 @@ from .dispatch import Dispatcher, Prepared, ResultsLog, upload_name
 from .jobs import Job, ManifestError, check_defaults, make_job, read_manifest
 from .slots import MASK_INPUTS, WorkflowError, describe, find_slots, load_workflow
 
-WORKFLOWS = ROOT / "api_workflows"
+WORKFLOWS = ROOT / "workflows" / "api"
 PAINTED_WORKFLOW = WORKFLOWS / "edit_painted_masks_sd15.json"
 DETECT_WORKFLOW = WORKFLOWS / "edit_grounded_sam_sd15.json"
 

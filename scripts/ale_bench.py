@@ -7,7 +7,7 @@ beside the paper's figures, with the means per object count and edit type.
     python3 -m scripts.ale_bench --bench /path/to/ale_bench --evaluate-only /path/to/ALE/results   # score existing edits
 
 --bench is a folder in ALE-Bench's layout (images/, masks/<image>/<object>_mask.png, prompts/<n>/<type>/*.json).
-The workflow (default: api_workflows/edit_painted_masks_sd15.json) gets each edit's image and edit list; a
+The workflow (default: workflows/api/edit_painted_masks_sd15.json) gets each edit's image and edit list; a
 painted-masks node gets the benchmark's masks (one LoadImageMask per object), a Dual-Branch guider the edit
 type's self-attention schedule (as ALE's run_ale_bench.py: get_hyps), samplers the seed (ALE: 42) and --steps;
 images are resized to --size (ALE: 768); --pixel-composite puts the source pixels back after decoding. Edits land in <out>/results/<n>/<type>/<image>/edit_<i>.png (ALE's
@@ -36,7 +36,7 @@ from leakfree_edit.evaluation import report  # noqa: E402
 from leakfree_edit.evaluation.ale_metrics import AleMetrics  # noqa: E402
 from leakfree_edit.evaluation.models import DINO_FILES, load_metric_models  # noqa: E402
 
-DEFAULT_WORKFLOW = ROOT / "api_workflows" / "edit_painted_masks_sd15.json"
+DEFAULT_WORKFLOW = ROOT / "workflows" / "api" / "edit_painted_masks_sd15.json"
 PAINTED = "LeakFreeObjectMasksPainted"
 MASK_NODES = (PAINTED, "LeakFreeObjectMasksGroundedSAM", "LeakFreeMasksFromAttention")
 SEED_INPUTS = ("seed", "noise_seed")

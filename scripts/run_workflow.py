@@ -2,7 +2,7 @@
 
     python3 -m scripts.run_workflow                       # the painted-masks example on a random-weight SD1.5 checkpoint
     python3 -m scripts.run_workflow --ckpt ~/models/checkpoints/dreamshaper_8.safetensors
-    python3 -m scripts.run_workflow api_workflows/edit_grounded_sam_sd15.json --edits "tree -> tree with golden leaves" --steps 20
+    python3 -m scripts.run_workflow workflows/api/edit_grounded_sam_sd15.json --edits "tree -> tree with golden leaves" --steps 20
 
 The graph runs in this process on the ComfyUI found by pipelines/comfyui.py (the one the pack
 is installed in, or the cached ComfyUI 0.3.64), with the pack loaded by ComfyUI's own loader
@@ -23,7 +23,7 @@ from harness.runner import Runner, scale_inputs, set_inputs
 from pipelines.comfyui import ROOT
 from pipelines.slots import WorkflowError
 
-DEFAULT_WORKFLOW = ROOT / "api_workflows" / "edit_painted_masks_sd15.json"
+DEFAULT_WORKFLOW = ROOT / "workflows" / "api" / "edit_painted_masks_sd15.json"
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,6 @@
 """Pictures of the example workflows as ComfyUI's own frontend draws them.
 
-    python3 -m scripts.thumbnails                           # every example_workflows/*.json
+    python3 -m scripts.thumbnails                           # every workflows/*.json
     python3 -m scripts.thumbnails edit_painted_masks_sd15   # only these (file stems)
 
 Starts ComfyUI (harness/server.py: ``main.py --cpu`` on a free port, scratch base folder, the pack
@@ -8,7 +8,7 @@ linked into custom_nodes), uploads the example input images so Load Image shows 
 in headless Chromium, loads each UI workflow as drag-and-drop does (``app.loadGraphData``), fits the graph
 to the view and writes
 
-- ``example_workflows/<stem>.jpg``: 512x384, the thumbnail ComfyUI's template browser shows beside the
+- ``workflows/<stem>.jpg``: 512x384, the thumbnail ComfyUI's template browser shows beside the
   workflow of the same name (``/api/workflow_templates/ComfyUI-LeakFreeEdit/<stem>.jpg``);
 - ``docs/images/<stem>.png``: the whole graph at a readable zoom, for the README.
 
@@ -25,7 +25,7 @@ from harness.browser import HIDE_CHROME, PICTURE_SETTINGS, THUMBNAIL, canvas_png
 from harness.server import ComfyServer
 from pipelines.comfyui import ROOT, find_comfyui
 
-WORKFLOWS = ROOT / "example_workflows"
+WORKFLOWS = ROOT / "workflows"
 INPUTS = ROOT / "example_inputs"
 DOCS_IMAGES = ROOT / "docs" / "images"
 DOCS_ZOOM, DOCS_MAX_WIDTH = 0.8, 2600  # the README picture: canvas zoom, and the widest it may get
@@ -67,7 +67,7 @@ def render(url: str, workflows: list[Path], thumbnails_dir: Path = WORKFLOWS, do
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stems", nargs="*", help="workflow file stems (default: every example_workflows/*.json)")
+    parser.add_argument("stems", nargs="*", help="workflow file stems (default: every workflows/*.json)")
     args = parser.parse_args(argv)
     workflows = [WORKFLOWS / f"{stem}.json" for stem in args.stems] or sorted(WORKFLOWS.glob("*.json"))
     for path in workflows:

@@ -1,6 +1,6 @@
 """The UI-format twin of an API-format workflow, as the app would save it (see harness/ui_workflow.py).
 
-    python3 -m scripts.ui_workflow api_workflows/edit_painted_masks_sd15.json   # writes example_workflows/edit_painted_masks_sd15.json
+    python3 -m scripts.ui_workflow workflows/api/edit_painted_masks_sd15.json   # writes workflows/edit_painted_masks_sd15.json
 """
 import json
 import sys

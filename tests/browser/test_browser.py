@@ -1,7 +1,7 @@
 """The pack in ComfyUI's real frontend (comfyui-frontend-package, served by the ``comfy_server`` fixture), in headless Chromium.
 
-- every UI workflow in example_workflows/ loads as drag-and-drop does, every node type registered, and the frontend's
-  own API conversion of it is its twin in api_workflows/;
+- every UI workflow in workflows/ loads as drag-and-drop does, every node type registered, and the frontend's
+  own API conversion of it is its twin in workflows/api/;
 - the web extension: the edit-list status line of Object-Restricted Encode (read back from what the canvas draws,
   in full at the node's default size) and the mask inputs of Object Masks from Painted Masks that grow as masks
   are connected;
@@ -28,7 +28,7 @@ from harness import browser as chromium  # launching Chromium, opening the front
 from pipelines.comfyui import ROOT
 
 PACK_FOLDER = "ComfyUI-LeakFreeEdit"
-UI_WORKFLOWS = sorted((ROOT / "example_workflows").glob("*.json"))
+UI_WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 STEMS = [path.stem for path in UI_WORKFLOWS]
 REQUIRE = os.environ.get("LEAKFREE_REQUIRE_BROWSER") == "1"
 
@@ -238,9 +238,9 @@ def test_ui_workflow_loads_with_every_node_registered_and_converts_to_its_api_tw
     e2e_report[f"workflow screenshots saved in {shot.parent}"] += 1
 
     output = page.evaluate("async () => (await app.graphToPrompt()).output")
-    twin = json.loads((ROOT / "api_workflows" / path.name).read_text())
+    twin = json.loads((ROOT / "workflows" / "api" / path.name).read_text())
     difference = prompt_difference(twin, output)
-    assert not difference, f"app.graphToPrompt() of {path.name} is not api_workflows/{path.name}:\n" + "\n".join(difference)
+    assert not difference, f"app.graphToPrompt() of {path.name} is not workflows/api/{path.name}:\n" + "\n".join(difference)
     assert not frontend.log.since(mark), "\n".join(frontend.log.since(mark))
     e2e_report["UI workflows loaded in Chromium with every node registered"] += 1
     e2e_report["UI workflows whose frontend API conversion equals their API twin"] += 1
@@ -276,7 +276,7 @@ def assert_shown_in_full(frontend, node_id: int, says: str) -> dict:
 
 def test_edit_list_feedback_is_shown_in_full_while_typing(frontend, e2e_report):
     page, mark = frontend.page, frontend.log.mark()
-    workflow = json.loads((ROOT / "example_workflows" / "edit_painted_masks_sd15.json").read_text())
+    workflow = json.loads((ROOT / "workflows" / "edit_painted_masks_sd15.json").read_text())
     assert frontend.load(workflow) == []
     shipped = next(n for n in workflow["nodes"] if n["type"] == ENCODE)
     node_id = shipped["id"]
@@ -344,7 +344,7 @@ def drag_link(frontend, source: int, target: int, input_name: str) -> None:
 
 def test_mask_inputs_grow_as_masks_are_connected(frontend, e2e_report):
     page, mark = frontend.page, frontend.log.mark()
-    workflow = json.loads((ROOT / "example_workflows" / "edit_painted_masks_sd15.json").read_text())
+    workflow = json.loads((ROOT / "workflows" / "edit_painted_masks_sd15.json").read_text())
     assert frontend.load(workflow) == []
     shipped = next(n for n in workflow["nodes"] if n["type"] == PAINTED_MASKS)
     assert mask_inputs(page, shipped["id"]) == ["mask_1*", "mask_2*", "mask_3"]  # as loaded: one free input
@@ -370,7 +370,7 @@ def test_mask_inputs_grow_as_masks_are_connected(frontend, e2e_report):
 
 # --- 3. the template browser ---------------------------------------------------------------------------------------
 
-def test_template_index_lists_exactly_the_example_workflows(comfy_server, e2e_report):
+def test_template_index_lists_exactly_the_ui_workflows(comfy_server, e2e_report):
     answer = comfy_server.get("/workflow_templates")
     assert answer.status_code == 200
     assert sorted(answer.json().get(PACK_FOLDER, [])) == STEMS, answer.json()
@@ -383,7 +383,7 @@ def test_template_routes_serve_the_workflow_and_its_thumbnail(comfy_server, stem
 
     workflow = comfy_server.get(f"/api/workflow_templates/{PACK_FOLDER}/{stem}.json")
     assert workflow.status_code == 200, f"{workflow.request.url} answered {workflow.status_code}"
-    assert workflow.json() == json.loads((ROOT / "example_workflows" / f"{stem}.json").read_text())
+    assert workflow.json() == json.loads((ROOT / "workflows" / f"{stem}.json").read_text())
     thumbnail = comfy_server.get(f"/api/workflow_templates/{PACK_FOLDER}/{stem}.jpg")
     assert thumbnail.status_code == 200, f"{thumbnail.request.url} answered {thumbnail.status_code} (run scripts/thumbnails.py)"
     assert thumbnail.headers["Content-Type"] == "image/jpeg"

@@ -12,7 +12,7 @@ from PIL import Image
 from harness import comfy_env, ui_workflow
 from pipelines.comfyui import ROOT
 
-API_WORKFLOWS = sorted((ROOT / "api_workflows").glob("*.json"))
+API_WORKFLOWS = sorted((ROOT / "workflows" / "api").glob("*.json"))
 RELEASE = Path(__file__).with_name("data") / "release_0.1.0"  # the workflows as the previous release shipped them
 MODEL_FOLDERS = ("checkpoints", "loras", "grounding-dino", "sams", "bert-base-uncased", "diffusion_models", "text_encoders", "vae")
 

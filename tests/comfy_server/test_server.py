@@ -14,7 +14,7 @@ from harness import runner
 from harness.server import ComfyServer, execution_error
 from pipelines.comfyui import PACK_FOLDER, ROOT
 
-API_WORKFLOWS = sorted((ROOT / "api_workflows").glob("*.json"))
+API_WORKFLOWS = sorted((ROOT / "workflows" / "api").glob("*.json"))
 SIZE, STEPS = 128, 2
 
 
@@ -69,7 +69,7 @@ def test_api_workflow_runs_to_success_over_http(comfy_server, scratch, path, e2e
 
 
 def test_a_bad_edit_list_reports_the_packs_message_and_the_server_recovers(comfy_server, scratch):
-    workflow = ROOT / "api_workflows" / "edit_painted_masks_sd15.json"
+    workflow = ROOT / "workflows" / "api" / "edit_painted_masks_sd15.json"
     entry = comfy_server.run(small_graph(comfy_server, workflow, scratch, edits="wolf -> goat\nmoon made of gold"))
     assert entry["status"]["status_str"] == "error"
     error = execution_error(entry)
@@ -94,7 +94,7 @@ PLAIN_IMG2IMG = {
 
 def test_plain_img2img_after_the_edits_matches_a_fresh_server(comfy_server, server_base, scratch, comfyui):
     """Nothing of the pack's patches outlives its prompt: the same plain graph gives the same bytes as on a new server."""
-    edit = comfy_server.run(small_graph(comfy_server, ROOT / "api_workflows" / "edit_rebalanced_sd15.json", scratch))
+    edit = comfy_server.run(small_graph(comfy_server, ROOT / "workflows" / "api" / "edit_rebalanced_sd15.json", scratch))
     assert edit["status"]["status_str"] == "success"
     after_edits = comfy_server.image_bytes(comfy_server.run(PLAIN_IMG2IMG))
     fresh = ComfyServer(comfyui, server_base, ROOT, name="fresh").wait_ready()

@@ -3,11 +3,11 @@
 
 from pipelines.comfyui import ROOT
 
-API_WORKFLOWS = sorted((ROOT / "api_workflows").glob("*.json"))
+API_WORKFLOWS = sorted((ROOT / "workflows" / "api").glob("*.json"))
 
 
 def test_every_ui_workflow_has_an_api_twin_and_nothing_else_is_a_template():
-    ui = {p.stem for p in (ROOT / "example_workflows").glob("*.json")}
+    ui = {p.stem for p in (ROOT / "workflows").glob("*.json")}
     assert ui == {p.stem for p in API_WORKFLOWS}
-    for folder in ("example", "examples", "workflow", "workflows"):  # ComfyUI would list or serve these as templates too
-        assert not (ROOT / folder).exists(), f"{folder}/ would shadow or add to example_workflows/ in the template browser"
+    for folder in ("example_workflows", "example", "examples", "workflow"):  # ComfyUI would list or serve these as templates too
+        assert not (ROOT / folder).exists(), f"{folder}/ would shadow or add to workflows/ in the template browser"
