@@ -6,9 +6,10 @@
     model_files.py         the same in the real file formats, where a user's files would be
     metric_model_files.py  random-weight metric models (CLIP, DINO, SqueezeNet) in their release formats
     runner.py              ComfyUI's executor in this process, for API-format graphs
-    server.py              ComfyUI's real server on loopback, in a scratch base folder
+    server.py              ComfyUI's real server on loopback, in a scratch base folder; its memory sampled, /free
     browser.py             Chromium driving ComfyUI's frontend (Playwright)
-    ui_workflow.py         the UI-format twin of an API-format workflow
+    ui_workflow.py         the UI-format twin of an API-format workflow (groups, the canvas note, the opening view)
+    template_cards.py      the template browser's picture of each template (scripts/thumbnails.py writes them)
     editing.py, gsam_models.py, batches.py   test material: the example edit, tiny Grounded-SAM models, batches
     fixtures.py            the pytest fixtures every tier shares (tests/conftest.py loads it)
     custom_nodes/          test-only node files the test server loads
