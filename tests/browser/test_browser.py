@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from harness import browser as chromium  # launching Chromium, opening the frontend, loading a workflow
+from harness.template_cards import SIZE as CARD_SIZE
 from pipelines.comfyui import ROOT
 
 PACK_FOLDER = "ComfyUI-LeakFreeEdit"
@@ -439,7 +440,7 @@ def test_template_routes_serve_the_workflow_and_its_thumbnail(comfy_server, stem
     assert thumbnail.status_code == 200, f"{thumbnail.request.url} answered {thumbnail.status_code} (run scripts/thumbnails.py)"
     assert thumbnail.headers["Content-Type"] == "image/jpeg"
     with Image.open(io.BytesIO(thumbnail.content)) as image:
-        assert image.format == "JPEG" and image.size == chromium.THUMBNAIL
+        assert image.format == "JPEG" and image.size == CARD_SIZE
     e2e_report["template fetches answered 200"] += 2
 
 
