@@ -87,7 +87,8 @@ def _layout(graph: dict, depth: dict, heights: dict, left: int) -> tuple[dict, l
         members = sorted((i for i in graph if group_of(graph[i]) == name), key=lambda i: (depth[i], int(i)))
         columns: list[list[str]] = []
         for node_id in members:
-            if not columns or depth[node_id] != depth[columns[-1][-1]] or sum(heights[i] + ROW_HEIGHT for i in columns[-1]) + heights[node_id] > MAX_COLUMN_HEIGHT:
+            full = columns and sum(heights[i] + ROW_HEIGHT for i in columns[-1]) + heights[node_id] > MAX_COLUMN_HEIGHT
+            if not columns or depth[node_id] != depth[columns[-1][-1]] or full:
                 columns.append([])
             columns[-1].append(node_id)
         width = len(columns) * COLUMN_WIDTH - (COLUMN_WIDTH - NODE_WIDTH)
