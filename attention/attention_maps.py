@@ -9,11 +9,17 @@ For target row r, object i with token span S_i and a recorded layer (those 2x an
 with b = 0 ("model": the model's own attention over the target base prompt, RGB-CAM's bias left out: where the
 latent itself puts object i, i.e. the leakage RGB-CAM has to hold back) or b = the program's bias ("applied":
 RGB-CAM's region bias and any rebalancing, the attention the layer mixes its values with; in strict mode object
-i's own tokens in its own key block count too). Maps are averaged over the recorded layers (bilinear to the
-finest one) and over the steps inside a sigma window. Per pixel the softmax sums to 1 over all keys, so
-0 <= a_i <= 1 and sum_i a_i <= 1. The leak of object i is the share of its attention outside its region R_i:
+i's own tokens in its own key block count too), summed per layer grid over the layers and steps inside a sigma
+window. Per pixel the softmax sums to 1 over all keys, so 0 <= a_i <= 1 and sum_i a_i <= 1. The leak of object i
+is measured on each recorded grid g against its region as the program resized it to that grid, R_i^g (the same
+resize, nearest or area, as RGB-CAM's bias), then averaged over the grids where object i got attention:
 
-    leak_i = 1 - sum_{p in R_i} a_i(p) / sum_p a_i(p).
+    leak_i = mean_g ( 1 - sum_{p in R_i^g} a_i^g(p) / sum_p a_i^g(p) ).
+
+So under RGB-CAM ("applied") the leak is exactly 0 at every size: the bias is -inf for object i's tokens outside
+R_i^g on that very grid. (Measured after resampling a coarse grid's map to a finer one, attention would spread across
+the region's border and read as leak.) The picture is drawn from the maps averaged over the grids, bilinear to the
+finest one.
 
 With the dual-branch guider, the source branch's conditional rows can be recorded too (the source objects' tokens
 in the source prompt, model attention): where the model finds "wolf" in the source, against the wolf's mask.
@@ -76,6 +82,13 @@ class MapRecording:
         self.sums[size] = self.sums[size] + maps if size in self.sums else maps
         self.counts[size] = self.counts.get(size, 0) + 1
 
+    def leaks(self, masks: torch.Tensor, resize: str = "nearest") -> torch.Tensor | None:
+        """leak_i ``[R, N]`` (see the module docstring): on each recorded grid against ``masks`` [I, N, H, W] (I = 1 or R)
+        resized there by ``resize``, then the mean over the grids; NaN for an object no grid gave attention to."""
+        if not self.sums:
+            return None
+        return torch.stack([outside_share(total, masks, resize) for total in self.sums.values()]).nanmean(dim=0)
+
     def averaged(self) -> torch.Tensor | None:
         """a_i ``[R, N, h, w]`` averaged over the recorded layers (on the finest grid) and steps; None before any record."""
         if not self.sums:
@@ -136,9 +149,10 @@ class SourceMapRecorder(MapRecording):
         self.add(span_attention(query[rows].detach().float(), keys[rows, :, : self.tokens].detach().float(), self.spans), size)
 
 
-def outside_share(maps: torch.Tensor, masks: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """leak_i ``[R, N]`` = 1 - (attention inside R_i) / (all attention of object i); ``maps`` [R, N, h, w], ``masks``
-    [I, N, H, W] (I = 1 or R) at any size, resized to the maps' grid as the program resizes them."""
-    regions = resize_masks(masks.flatten(0, 1).float(), *maps.shape[-2:]).view(masks.shape[0], masks.shape[1], *maps.shape[-2:])
-    inside = (maps * regions).flatten(2).sum(dim=-1)
-    return 1 - inside / maps.flatten(2).sum(dim=-1).clamp_min(eps)
+def outside_share(maps: torch.Tensor, masks: torch.Tensor, resize: str = "nearest") -> torch.Tensor:
+    """1 - (attention inside R_i) / (all attention of object i), ``[R, N]``, on the maps' own grid: ``maps`` [R, N, h, w],
+    ``masks`` [I, N, H, W] (I = 1 or R) at any size, resized to (h, w) by ``resize`` as the program resizes them
+    (:func:`masking.ops.resize_masks`). NaN where object i has no attention at all."""
+    regions = resize_masks(masks.flatten(0, 1).float(), *maps.shape[-2:], resize).view(masks.shape[0], masks.shape[1], *maps.shape[-2:])
+    inside, total = (maps * regions).flatten(2).sum(dim=-1), maps.flatten(2).sum(dim=-1)
+    return torch.where(total > 0, 1 - inside / total.clamp_min(torch.finfo(total.dtype).tiny), torch.nan)

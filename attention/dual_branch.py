@@ -133,12 +133,13 @@ def structure_lock(sigmas: torch.Tensor, schedule: float) -> StructureLock | Non
     return StructureLock(sigma_end=float(sigmas[locked - 1])) if locked else None
 
 
-def branch_layout(slots: list[int], rows: int, device=None) -> BranchLayout:
+def branch_layout(slots: list[int], rows: int, device=None, pure_noise: bool = False) -> BranchLayout:
     """Batch rows of each target chunk and of its CFG half's source chunk, for one UNet call.
 
     ``slots`` is the condition slot of each chunk in batch order (ComfyUI's ``cond_or_uncond``),
     each chunk ``rows`` rows long. Target chunks whose source chunk is not in the call are left
-    out of the lock's pairs (but not of ``branch``).
+    out of the lock's pairs (but not of ``branch``). ``pure_noise``: the source chunks hold pure noise (the first step
+    of a run started from noise).
     """
     position = {slot: index for index, slot in enumerate(slots)}
     chunk = lambda slot: list(range(position[slot] * rows, (position[slot] + 1) * rows)) if slot in position else []
@@ -149,4 +150,4 @@ def branch_layout(slots: list[int], rows: int, device=None) -> BranchLayout:
             source += chunk(source_slot)
     as_rows = lambda r: torch.tensor(r, dtype=torch.long, device=device)
     return BranchLayout(target=as_rows(target), source=as_rows(source), branch=as_rows(chunk(TARGET_COND) + chunk(TARGET_UNCOND)),
-                        conditional=as_rows(chunk(TARGET_COND)))
+                        conditional=as_rows(chunk(TARGET_COND)), pure_noise=pure_noise)

@@ -18,6 +18,12 @@ from dataclasses import dataclass
 
 import torch
 
+SUBSTITUTIONS = ("pack", "ale_code")
+SUBSTITUTION_HELP = {
+    "pack": "each object's own tokens 1..L_i from its solo encoding, written into its span (as ORE does).",
+    "ale_code": "as ALE-Edit's code: the solo encoding read at the positions of the object's first occurrence in the base prompt "
+                "(for every object after the first: the solo prompt's EOS and padding states). For reproducing its figures.",
+}
 EOS_MODES = ("object", "naive", "zero", "bos", "empty")
 EOS_MODE_HELP = {
     "object": "ALE-Edit: from the base EOS on, object i's own EOS and padding (its EOS carries only object i).",
@@ -36,13 +42,22 @@ class OreEmbeddings:
     substituted: torch.Tensor  # values of the background term
     objects: torch.Tensor  # [N, T, C]: ORE_i, values of object i's term
     own: torch.Tensor  # [N, T, C]: each object prompt encoded alone (strict isolation)
+    eos_mode: str = "object"  # what filled ORE_i from the base EOS on (EOS_MODES), to assemble them again from new encodings
 
 
-def substitute_spans(base: torch.Tensor, own: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor:
-    """Base window with object i's span replaced by its own tokens 1..L_i (ALE-Edit Eq. 3)."""
+def substitute_spans(base: torch.Tensor, own: torch.Tensor, spans: list[tuple[int, int]], substitution: str = "pack") -> torch.Tensor:
+    """Base window with object i's span [start, end) replaced from its solo window ``own[i]``, in object order.
+
+    ``pack``: its own tokens 1..L_i (ALE-Edit Eq. 3). ``ale_code``: the solo window at the span's own positions,
+    ``own[i][start:end]``, as ALE-Edit's code writes it (ml-postech/ALE ``ale/ore.py`` L35-44,
+    ``get_substituted_base_embeds``: ``base[0, indices] = solo[0, indices]``), with ``spans`` located as that code
+    locates them (:func:`attention.tokens.first_occurrences`).
+    """
+    if substitution not in SUBSTITUTIONS:
+        raise ValueError(f"substitution must be one of {SUBSTITUTIONS}, got {substitution!r}")
     out = base.clone()
     for (start, end), object_window in zip(spans, own):
-        out[start:end] = object_window[1 : 1 + end - start]
+        out[start:end] = object_window[1 : 1 + end - start] if substitution == "pack" else object_window[start:end]
     return out
 
 
@@ -53,18 +68,22 @@ def object_restricted(
     base_eos: int,
     eos_mode: str = "object",
     empty: torch.Tensor | None = None,
+    substitution: str = "pack",
+    substitution_spans: list[tuple[int, int]] | None = None,
 ) -> OreEmbeddings:
     """Assemble the substituted base and ORE_i for every object.
 
     ``base`` [T, C] plain target base encoding, ``own`` [N, T, C] object prompts
     encoded alone, ``spans`` object i's [start, end) in the base window,
     ``base_eos`` the base EOS index, ``empty`` [T, C] the empty prompt (``empty`` mode).
+    ``substitution`` / ``substitution_spans`` (default ``spans``): how the substituted base is made
+    (:func:`substitute_spans`); ORE_i does not depend on it (its tokens 1..eos-1 are rewritten, position 0 is BOS).
     """
     if eos_mode not in EOS_MODES:
         raise ValueError(f"eos_mode must be one of {EOS_MODES}, got {eos_mode!r}")
     if eos_mode == "empty" and empty is None:
         raise ValueError("eos_mode 'empty' needs the empty prompt's encoding")
-    substituted = substitute_spans(base, own, spans)
+    substituted = substitute_spans(base, own, spans if substitution_spans is None else substitution_spans, substitution)
     tail = base.shape[0] - base_eos
     objects = []
     for (start, end), object_window in zip(spans, own):
@@ -80,4 +99,4 @@ def object_restricted(
             "empty": lambda: empty[1 : 1 + tail],
         }[eos_mode]()
         objects.append(ore)
-    return OreEmbeddings(keys=base, substituted=substituted, objects=torch.stack(objects), own=own)
+    return OreEmbeddings(keys=base, substituted=substituted, objects=torch.stack(objects), own=own, eos_mode=eos_mode)

@@ -15,15 +15,24 @@ and bg the background mask at that grid:
 
 Up to ``iterations`` (DPL: 21) AdamW steps (lr 1e-3, weight decay 0.01, a fresh optimiser each sampling
 step) on the learned rows only, stopping as soon as L_max < beta_max e^(-i/alpha_max), L_bg <
-beta_bg e^(-i/alpha_bg) and L_dis < beta_dis e^(-i/alpha_dis) (DPL: alpha 25, 50, 25; beta 0.3, 0.7, 0.9;
-i the step index of the run). A loss whose weight is 0 counts as 0, as in DPL. The model call of the step
-then uses the source prompt encoded with the learned rows; the rows carry over to the next step.
+beta_bg e^(-i/alpha_bg) and L_dis < beta_dis e^(-i/alpha_dis) (DPL: alpha 25, 50, 25; beta 0.3, 0.7, 0.9),
+with i on DPL's 50-step scale: i = step * 50 / N for step ``step`` of an N-step run (``_3_dpl_inv.py`` runs 50
+DDIM steps; with 15 steps the last threshold is DPL's 50th, not its 15th). A loss whose weight is 0 counts as 0,
+as in DPL; with one object only the background term applies (the paper's single-object rule). The model call of
+the step then uses the source prompt encoded with the learned rows (SDXL: its pooled output too); the rows carry
+over to the next step. A step whose source rows are pure noise (the dual branch's first step from noise: DPL
+starts from the image's DDIM inversion) learns nothing. A loss that is not finite stops the step's learning, with
+a warning, and keeps the rows of the last finite pass.
+
+Where a target keeps a learned source word ("dog -> dog wearing a hat"), its token takes the same learned row
+(DPL's edit prompt holds the same placeholder token): the target rows of the call are encoded with it.
 
 The attention comes from the region attention program: :class:`SourceAttentionRecorder` is one of its
 context observers. Pure torch: the text encoder, the model and the progress bar arrive as callables.
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
@@ -36,12 +45,15 @@ from ..masking.ops import downsampled_grid
 from .anchoring import Recording, fresh_program_cache, normal_tensors
 from .dual_branch import step_index
 from .localisation import attention_probabilities
+from .ore import object_restricted
 from .region_attention import PROGRAM_KEY, layer_size, target_rows
-from .self_attention import LAYOUT_KEY, BranchLayout
+from .self_attention import LAYOUT_KEY, no_branches
 
 SOFTMAX_SCALE = 100.0  # Attend-and-Excite's temperature on the text-token softmax
 SMOOTHING = (3, 0.5)  # Gaussian kernel size and sigma (Attend-and-Excite, DPL's smooth_op)
 CACHED_PLANS, CACHED_STEPS = 8, 512  # how many learning setups, and steps of each, the cache keeps
+REFERENCE_STEPS = 50  # DPL's DDIM steps: its thresholds decay over these
+log = logging.getLogger("LeakFreeEdit")
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,16 @@ class LearningSettings:
 
     def terms(self) -> tuple[LossTerm, LossTerm, LossTerm]:
         return self.attend, self.background, self.disjoint
+
+    def for_objects(self, count: int) -> "LearningSettings":
+        """DPL's single-object rule: with one object only the background term applies (the attend term is off, and
+        the disjointness term has no pair)."""
+        return self if count > 1 else replace(self, attend=replace(self.attend, weight=0.0))
+
+    def thresholds(self, step: int, steps: int) -> tuple[float, float, float]:
+        """The early-stop thresholds of step ``step`` of ``steps``, on DPL's 50-step scale: i_eff = step * 50 / steps."""
+        scaled = step * REFERENCE_STEPS / max(1, steps)
+        return tuple(term.threshold(scaled) for term in self.terms())
 
 
 def smoothing_kernel(size: int = SMOOTHING[0], sigma: float = SMOOTHING[1]) -> torch.Tensor:
@@ -151,7 +173,7 @@ class SourceAttentionRecorder(Recording):
 class LearnedStep:
     """What one sampling step of prompt learning did: ``losses`` ``[passes, 3]`` (L_max, L_bg, L_dis) before each
     update, ``thresholds`` (the three early-stop thresholds), ``stopped`` when they ended the loop early,
-    ``cached`` when the embeddings came from the cache instead."""
+    ``cached`` when the embeddings came from the cache instead, ``skipped``/``diverged`` as below."""
 
     step: int
     sigma: float
@@ -159,10 +181,13 @@ class LearnedStep:
     thresholds: tuple[float, float, float]
     stopped: bool
     cached: bool = False
+    skipped: bool = False  # the step started from pure noise: nothing learned, the rows went on as they entered
+    diverged: bool = False  # a loss was not finite (nan/inf): learning stopped, the rows of the last finite pass kept
 
 
 @dataclass
 class _CachedStep:
+    steps: int
     sigma: float
     latent: torch.Tensor  # the source rows' input of the model call
     entering: tuple[torch.Tensor, ...]
@@ -178,9 +203,10 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and torch.allclose(a.detach().float().cpu(), b.detach().float().cpu(), rtol=1e-4, atol=1e-4)
 
 
-def cached_step(key, sigma: float, latent: torch.Tensor, entering) -> _CachedStep | None:
+def cached_step(key, steps: int, sigma: float, latent: torch.Tensor, entering) -> _CachedStep | None:
     for entry in _CACHE.get(key, ()):
-        if math.isclose(entry.sigma, sigma, rel_tol=1e-6) and _same(entry.latent, latent) and all(map(_same, entry.entering, entering)):
+        if (entry.steps == steps and math.isclose(entry.sigma, sigma, rel_tol=1e-6) and _same(entry.latent, latent)
+                and all(map(_same, entry.entering, entering))):
             _CACHE.move_to_end(key)
             return entry
     return None
@@ -205,22 +231,55 @@ class LearningRun:
     last_step: int = 0
     progress: object = None
 
+    @property
+    def steps(self) -> int:
+        return max(1, len(self.sigmas) - 1)
+
 
 @dataclass(frozen=True)
 class SourcePrompt:
-    """The source prompt DPL learns on: ``encode(rows) -> [1, T, C]`` its substituted encoding with the learned rows
-    (differentiable), ``initial`` the rows' starting values (the nouns' embeddings), ``reference`` ``[T, C]`` the
-    encoding the sampler's source conditioning holds, ``tokens`` each object's learned positions in the window."""
+    """The source prompt DPL learns on: ``encode(rows) -> ([1, T, C], pooled [1, P] or None)`` its substituted encoding
+    with the learned rows (differentiable) and its pooled output, ``initial`` the rows' starting values (the nouns'
+    embeddings), ``reference`` ``[T, C]`` and ``reference_pooled`` what the sampler's source conditioning holds,
+    ``tokens`` each object's learned positions in the window."""
 
     encode: Callable
     initial: tuple[torch.Tensor, ...]
     reference: torch.Tensor
     tokens: tuple[tuple[int, ...], ...]
+    reference_pooled: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class SharedTarget:
+    """The target prompt with the learned rows where it keeps a learned source word: ``encode(rows)`` -> (base
+    ``[T, C]``, object windows ``[N, T, C]``, empty prompt ``[T, C]``, pooled or None); ``reference``/``reference_pooled``
+    what the sampler's target conditioning holds, ``spans``/``eos`` the objects' spans and the EOS in its base window."""
+
+    encode: Callable
+    reference: torch.Tensor
+    reference_pooled: torch.Tensor | None
+    spans: tuple[tuple[int, int], ...]
+    eos: int
+
+
+def with_pooled(y: torch.Tensor | None, rows, reference: torch.Tensor | None, pooled: torch.Tensor | None) -> torch.Tensor | None:
+    """SDXL's ``y`` (``[B, P + ...]``: the pooled text output first, then the size embeddings) with the pooled part of
+    ``rows`` set to ``pooled`` where it holds ``reference``; anything else (SD1.5: no ``y``) unchanged."""
+    if y is None or pooled is None or reference is None or y.shape[-1] < reference.shape[-1]:
+        return y
+    width = reference.shape[-1]
+    if not _same(y[rows, :width], reference.expand(len(y[rows]), -1)):
+        return y
+    y = y.clone()
+    y[rows, :width] = pooled.to(y).expand(len(y[rows]), -1)
+    return y
 
 
 class PromptLearning:
     """Model-function wrapper: in every model call holding source rows (their context is the source prompt), learn
-    the rows for this step (or take them from the cache), then run the call with the learned source encoding.
+    the rows for this step (or take them from the cache), then run the call with the learned source encoding, and
+    the target rows with the target encoding that shares them (``target``, None when no target keeps a learned word).
 
     ``background`` ``[I, H, W]`` (1 = background, one per image or one for all; None without the term),
     ``lend(model)`` a context manager that makes the text encoder and ``model`` differentiable for a step,
@@ -229,8 +288,10 @@ class PromptLearning:
     """
 
     def __init__(self, source: SourcePrompt, settings: LearningSettings, recorder: SourceAttentionRecorder,
-                 background: torch.Tensor | None, lend, progress, error, key, node: str, previous=None):
-        self.source, self.settings, self.recorder = source, settings, recorder
+                 background: torch.Tensor | None, lend, progress, error, key, node: str, previous=None,
+                 target: SharedTarget | None = None):
+        self.source, self.target, self.recorder = source, target, recorder
+        self.settings = settings.for_objects(len(source.tokens))
         self.background = background
         self._background_grids: dict[tuple[int, int], torch.Tensor] = {}
         self.lend, self.progress, self.error = lend, progress, error
@@ -259,11 +320,15 @@ class PromptLearning:
         run.seen = True
         if self.settings.iterations > 0:
             entering = run.learned.get(step - 1, self.source.initial)
-            learned = self._learned(apply_model, args, rows, step, sigma, entering)
+            layout = options.get(LAYOUT_KEY)
+            if layout is not None and layout.pure_noise:
+                learned = self._skipped(step, sigma, run.steps, entering)
+            else:
+                learned = self._learned(apply_model, args, rows, step, run.steps, sigma, entering)
             run.learned[step] = learned
             if run.progress is not None:
                 run.progress.update_absolute((step + 1) * self.settings.iterations)
-            args = self._with_source(args, rows, learned)
+            args = self._with_learned(args, rows, learned)
         return self._forward(apply_model, args)
 
     def _forward(self, apply_model, args):
@@ -281,41 +346,75 @@ class PromptLearning:
         self.run.last_step = step
         return self.run
 
-    def _with_source(self, args, rows, learned):
-        """``args`` with the source rows' context replaced by the learned encoding (repeated as the context is)."""
-        context = args["c"]["c_crossattn"]
-        with torch.no_grad():
-            encoded = self.source.encode(learned)[0].to(context)
-        context = context.clone()
-        context[rows] = encoded.repeat(context.shape[1] // encoded.shape[0], 1)
-        return dict(args, c=dict(args["c"], c_crossattn=context))
+    def _skipped(self, step: int, sigma: float, steps: int, entering) -> tuple[torch.Tensor, ...]:
+        """A step whose source rows are pure noise (the guider's first step from noise; DPL starts from the DDIM
+        inversion of the image instead): nothing to learn from, the rows go on as they entered."""
+        log.info("%s: step %d starts from pure noise (the guider's start = noise), so it learns nothing; learning begins at "
+                 "the next step.", self.node, step)
+        no_passes = torch.zeros(0, 3)
+        self.history.append(LearnedStep(step, sigma, no_passes, self.settings.thresholds(step, steps), False, skipped=True))
+        return entering
 
-    def _learned(self, apply_model, args, rows, step: int, sigma: float, entering) -> tuple[torch.Tensor, ...]:
+    def _with_learned(self, args, rows, learned):
+        """``args`` with the source rows' context (and SDXL's pooled output) encoded with the learned rows, repeated as
+        the context is; the target rows likewise where the target keeps a learned word (and, with RGB-CAM, the ORE
+        embeddings of the call assembled from the same encodings)."""
+        c = dict(args["c"])
+        original = c["c_crossattn"]
+        context = original.clone()
+        repeat = lambda window: window.to(context).repeat(context.shape[1] // window.shape[0], 1)
+        with torch.no_grad():
+            encoded, pooled = self.source.encode(learned)
+            context[rows] = repeat(encoded[0])
+            c["y"] = with_pooled(c.get("y"), rows, self.source.reference_pooled, pooled)
+            targets = target_rows(original, self.target.reference.to(original)) if self.target is not None else ()
+            if len(targets):
+                base, own, empty, pooled = self.target.encode(learned)
+                context[targets] = repeat(base)
+                c["y"] = with_pooled(c["y"], targets, self.target.reference_pooled, pooled)
+                options = c.get("transformer_options", {})
+                program = options.get(PROGRAM_KEY)
+                if program is not None and program.cross is not None:
+                    ore = object_restricted(base, own, list(self.target.spans), self.target.eos, program.cross.embeddings.eos_mode, empty)
+                    program = program.with_cross(replace(program.cross, embeddings=ore))
+                    c["transformer_options"] = dict(options, **{PROGRAM_KEY: program})
+        if c["y"] is None:
+            del c["y"]
+        c["c_crossattn"] = context
+        return dict(args, c=c)
+
+    def _learned(self, apply_model, args, rows, step: int, steps: int, sigma: float, entering) -> tuple[torch.Tensor, ...]:
         latent = args["input"][rows].detach()
-        hit = cached_step(self.key, sigma, latent, entering)
+        hit = cached_step(self.key, steps, sigma, latent, entering)
         if hit is not None:
             self.history.append(replace(hit.record, step=step, cached=True))
             return hit.learned
-        learned, record = self.learn(apply_model, args, rows, step, entering)
-        store_step(self.key, _CachedStep(sigma, latent.cpu(), tuple(t.cpu() for t in entering), learned, record))
+        learned, record = self.learn(apply_model, args, rows, step, steps, entering)
+        store_step(self.key, _CachedStep(steps, sigma, latent.cpu(), tuple(t.cpu() for t in entering), learned, record))
         self.history.append(record)
         return learned
 
-    def learn(self, apply_model, args, rows, step: int, entering) -> tuple[tuple[torch.Tensor, ...], LearnedStep]:
-        """DPL's inner loop for one sampling step on the source rows ``rows`` of the call ``args``."""
+    def learn(self, apply_model, args, rows, step: int, steps: int, entering) -> tuple[tuple[torch.Tensor, ...], LearnedStep]:
+        """DPL's inner loop for step ``step`` of ``steps`` on the source rows ``rows`` of the call ``args``."""
         settings = self.settings
-        thresholds = tuple(term.threshold(step) for term in settings.terms())
+        thresholds = settings.thresholds(step, steps)
         model = getattr(apply_model, "__self__", None)  # ComfyUI passes the bound BaseModel.apply_model
         program = args["c"].get("transformer_options", {}).get(PROGRAM_KEY)
-        seen, stopped = [], False
+        seen, stopped, diverged = [], False, False
         with torch.inference_mode(False), torch.enable_grad(), self.lend(model), fresh_program_cache(program):
             x, timestep, conditioning = normal_tensors(source_call(args, rows))
             rows_learned = [t.detach().clone().requires_grad_(True) for t in entering]
+            finite = tuple(t.detach().clone() for t in entering)  # the rows of the last pass whose losses were finite
             optimiser = torch.optim.AdamW(rows_learned, lr=settings.learning_rate, weight_decay=settings.weight_decay)
             for _ in range(settings.iterations):
-                context = self.source.encode(rows_learned).to(x)
-                losses = self.losses(apply_model, x, timestep, context, conditioning)
+                context, pooled = self.source.encode(rows_learned)
+                call = dict(conditioning, y=with_pooled(conditioning.get("y"), slice(None), self.source.reference_pooled, pooled))
+                losses = self.losses(apply_model, x, timestep, context.to(x), {k: v for k, v in call.items() if v is not None})
                 seen.append(losses.detach().cpu())
+                if not torch.isfinite(losses).all():
+                    diverged = True
+                    break
+                finite = tuple(t.detach().clone() for t in rows_learned)
                 if all(float(value) < limit for value, limit in zip(losses.detach(), thresholds)):
                     stopped = True
                     break
@@ -323,7 +422,12 @@ class PromptLearning:
                 sum(term.weight * loss for term, loss in zip(settings.terms(), losses)).backward()
                 optimiser.step()
         learned = tuple(t.detach() for t in rows_learned)
-        record = LearnedStep(step, float(timestep.max()), torch.stack(seen), thresholds, stopped)
+        if diverged or not all(torch.isfinite(t).all() for t in learned):
+            diverged = True
+            learned = finite
+            log.warning("%s: at step %d a loss or a learned row is not finite (nan/inf) after %d passes; learning stops for this "
+                        "step and keeps the rows of the last finite pass. A smaller learning_rate avoids it.", self.node, step, len(seen))
+        record = LearnedStep(step, float(timestep.max()), torch.stack(seen), thresholds, stopped, diverged=diverged)
         return learned, record
 
     def losses(self, apply_model, x, timestep, context, conditioning) -> torch.Tensor:
@@ -333,8 +437,8 @@ class PromptLearning:
             if not records:
                 raise self.error(
                     f"{self.node}: no cross-attention layer {self.settings.grid_factor}x below the latent was recorded: either "
-                    "this model has no such level (choose another attention_grid) or a node after Region-Guided "
-                    "Cross-Attention replaced the pack's attention patch (put Dynamic Prompt Learning last before the guider).")
+                    "this model has no such level (choose another attention_grid) or a node after it replaced the pack's "
+                    "attention patch (put Dynamic Prompt Learning last before the guider).")
             attention = torch.stack(records).mean(dim=0)  # [R, h, w, T]: over the loss layers (and their heads)
         background = self._background_at(*attention.shape[1:3], attention.device)
         rows = [dpl_losses(a, self.source.tokens, None if background is None else background[r % background.shape[0]], self.settings)
@@ -368,8 +472,7 @@ def source_call(args: dict, rows) -> tuple[torch.Tensor, torch.Tensor, dict]:
     if isinstance(options.get("sigmas"), torch.Tensor) and options["sigmas"].shape[0] == batch:
         options["sigmas"] = options["sigmas"][rows]
     if LAYOUT_KEY in options:
-        nothing = torch.empty(0, dtype=torch.long, device=x.device)
-        options[LAYOUT_KEY] = BranchLayout(target=nothing, source=nothing, branch=nothing, conditional=nothing)
+        options[LAYOUT_KEY] = no_branches(x.device)
     conditioning["transformer_options"] = options
     return x[rows].detach(), args["timestep"][rows].detach(), conditioning
 

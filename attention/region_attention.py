@@ -27,6 +27,7 @@ from .ore import OreEmbeddings
 
 PROGRAM_KEY = "leakfree_edit"
 ROWS_KEY = "leakfree_edit_rows"  # per-block hand-over from the attn2_patch to the replace
+LAYOUT_KEY = "leakfree_edit_layout"  # the dual-branch guider's BranchLayout of the call (self_attention.py)
 
 # fn(q, k, v, heads, extra_options) -> [B, tokens, heads * dim_head]
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, dict], torch.Tensor]
@@ -120,6 +121,7 @@ class RegionAttentionProgram:
     call_observers: tuple = ()  # CrossAttentionCallObserver terms, shown every cross-attention call's query and own keys
     self_biases: tuple = ()  # SelfAttentionBias terms (see self_attention.py)
     structure_lock: object = None  # the dual branch's StructureLock term (see self_attention.py), for one run
+    replacement: object = None  # Prompt-to-Prompt's MapReplacement term (see replacement.py)
     cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __deepcopy__(self, memo):
@@ -143,6 +145,9 @@ class RegionAttentionProgram:
 
     def with_structure_lock(self, term) -> "RegionAttentionProgram":
         return replace(self, structure_lock=term, cache={})
+
+    def with_replacement(self, term) -> "RegionAttentionProgram":
+        return replace(self, replacement=term, cache={})
 
     def cached(self, key, build):
         """``build()``, computed once per ``key`` for this program (grids, masks and columns per layer size)."""
@@ -263,7 +268,14 @@ class RegionCrossAttention:
             for observer in program.call_observers:
                 observer.observe_call(query, keys, extra_options)
         if stash is None:
-            return self.previous(q, k, v, extra_options) if self.previous else plain(q, k, v, heads, extra_options)
+            replaced = None
+            if program is not None and program.replacement is not None:
+                replaced = program.replacement.attend(q, k, v, heads, extra_options, extra_options.get(LAYOUT_KEY))
+            if replaced is None:
+                return self.previous(q, k, v, extra_options) if self.previous else plain(q, k, v, heads, extra_options)
+            if self.previous is not None:  # keep another pack's (additive) contribution, as on RGB-CAM's rows
+                replaced = replaced + self.previous(q, k, v, extra_options) - plain(q, k, v, heads, extra_options)
+            return replaced
         rows, context_tokens = stash
         base_k, base_v = k[:, :context_tokens], v[:, :context_tokens]
         region = rgb_cam(q[rows], k[rows], v[rows], context_tokens, heads, program, extra_options)

@@ -6,7 +6,8 @@ Two kinds of change reach self-attention:
   :class:`StructureLock` term: while it is on, each target row attends with its source
   row's queries and keys and keeps its own values. The guider knows the batch layout,
   so it hands a :class:`BranchLayout` to every UNet call under ``LAYOUT_KEY`` in
-  ``transformer_options``;
+  ``transformer_options``. Attention replacement (replacement.py) does the same for the
+  conditional rows alone, at the coarse layers, in its own steps;
 - region biases (BindEdit-style binding): program terms implementing
   :class:`SelfAttentionBias`, each an additive logit bias of low rank expressed as
   extra query/key columns, so SDPA stays one fused call and no HW x HW tensor exists.
@@ -15,15 +16,13 @@ Pure torch; ComfyUI's attention function arrives as ``program.attention``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from .region_attention import PROGRAM_KEY, SigmaWindow, layer_size
-
-LAYOUT_KEY = "leakfree_edit_layout"
+from .region_attention import LAYOUT_KEY, PROGRAM_KEY, SigmaWindow, layer_size
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,18 @@ class BranchLayout:
     source: torch.Tensor  # long [R]
     branch: torch.Tensor  # long [B]
     conditional: torch.Tensor  # long [C]
+    pure_noise: bool = False  # the source rows hold pure noise (the guider's first step from noise): no image in them yet
+
+    def conditional_only(self) -> "BranchLayout":
+        """This layout with only the pairs of the conditional chunk: the rows Prompt-to-Prompt's replacement acts on."""
+        paired = torch.isin(self.target, self.conditional)
+        return replace(self, target=self.target[paired], source=self.source[paired])
+
+
+def no_branches(device=None) -> BranchLayout:
+    """The layout of a call that runs no dual branch (a learning or capture pass): every branch term stays off."""
+    nothing = torch.empty(0, dtype=torch.long, device=device)
+    return BranchLayout(target=nothing, source=nothing, branch=nothing, conditional=nothing)
 
 
 @dataclass(frozen=True)
@@ -92,9 +103,13 @@ class RegionSelfAttention:
 
     def __call__(self, q, k, v, extra_options):
         program = extra_options.get(PROGRAM_KEY)
+        layout = extra_options.get(LAYOUT_KEY)
         lock = program.structure_lock if program is not None else None
         if lock is not None and lock.active(extra_options.get("sigmas")):
-            q, k = lock_queries_and_keys(q, k, extra_options.get(LAYOUT_KEY))
+            q, k = lock_queries_and_keys(q, k, layout)
+        replacement = program.replacement if program is not None else None
+        if layout is not None and replacement is not None and replacement.self_active(extra_options):
+            q, k = lock_queries_and_keys(q, k, layout.conditional_only())  # Prompt-to-Prompt: the conditional rows only
         biases = []
         if program is not None and program.self_biases:
             height, width = layer_size(extra_options)

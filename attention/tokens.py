@@ -75,3 +75,16 @@ def plan_windows(tokenize, texts: list[str], node: str, lines: list[int] | None 
         spans, eos_index = key_spans, key_eos
         windows[key] = [base, *own_windows, empty_window]
     return windows, spans, eos_index
+
+
+def first_occurrences(window: list[tuple], spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Each span moved to the first place its token ids occur in ``window``, as ALE-Edit's code locates an object in the
+    base prompt (ml-postech/ALE ``ale/ore.py`` L21-32, ``find_sublist_indices``): an object whose tokens also occur
+    earlier (a repeated name, "car" after "red car") maps to that earlier place."""
+    ids = [token[0] for token in window]
+    found = []
+    for start, end in spans:
+        piece = ids[start:end]
+        first = next(i for i in range(start + 1) if ids[i : i + len(piece)] == piece)
+        found.append((first, first + len(piece)))
+    return found

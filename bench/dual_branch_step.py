@@ -50,8 +50,9 @@ def reset_peak_rss() -> int:
     return process_memory("VmRSS")
 
 
-def sd15_edit() -> tuple:
-    """ComfyUI loaded with the pack; the full-size random SD1.5 CLIP and UNet, EDITS encoded, an empty negative, a 512² latent."""
+def sd15_edit(size: int = 512) -> tuple:
+    """ComfyUI loaded with the pack; the full-size random SD1.5 CLIP and UNet, EDITS encoded, an empty negative, a latent
+    for a ``size``² image."""
     from harness import comfy_env
 
     comfy_env.prepare_comfy()
@@ -64,7 +65,7 @@ def sd15_edit() -> tuple:
     clip, model = random_models.clip("sd15"), random_models.unet("sd15", "full")
     target, source, plan = ObjectRestrictedEncode.execute(clip, EDITS, "object")
     cond, pooled = clip.encode_from_tokens(clip.tokenize(""), return_pooled=True)
-    latent = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(0))
+    latent = torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(0))
     return clip, model, target, source, plan, [[cond, {"pooled_output": pooled}]], latent
 
 

@@ -17,7 +17,16 @@ the edited objects' masks (``ImageChops.lighter``, EV:135-147):
           NaN when 1 - M is all zero                                                          (MC:40-69, 525-619)
 - structure distance = MSE between the cosine self-similarity matrices of the last block's keys of
           DINO ViT-B/8 on the whole images (0-255 floats, Resize(224, max_size=480), ImageNet
-          normalisation, as MC does)                                                          (MC:446-459, 621-651)
+          normalisation, DINO's own token preparation on any size: evaluation/structure.py)     (MC:446-459, 621-651)
+
+EV's other metrics (``--metrics``, computed by MC:13-153 ``calculate_metric``), under its column names:
+
+- ``psnr``, ``lpips``, ``mse``, ``ssim``, on the whole images (no mask)                                 (MC:26-33)
+- ``psnr_edit_part``, ``lpips_edit_part``, ``mse_edit_part``, ``ssim_edit_part``: masked with M instead of 1 - M;
+          NaN when M is all zero                                                                  (MC:72-95)
+- ``structure_distance_unedit_part``: both images (0-255 floats) times 1 - M, then the structure distance;
+          NaN when 1 - M is all zero                                                             (MC:64-69)
+- ``clip_similarity_source_image`` = CLIPScore(source, the source objects joined with " and ")    (MC:148-151, EV:149)
 
 CLIPScore is torchmetrics' 100 * max(cos(E_image, E_text), 0) with the CLIP processor's resize and crop.
 ``uint8(x)`` truncates, as ``np.uint8`` does. No ComfyUI imports.
@@ -35,7 +44,35 @@ JOINER = " and "  # EV:149-152 and MC:100, as the edit plan's base prompts
 # EV's default --metrics, in its column order (EV:23-33)
 METRICS = ("TELS", "TILS", "structure_distance", "editing_performance",
            "psnr_unedit_part", "lpips_unedit_part", "mse_unedit_part", "ssim_unedit_part")
-NEEDS = {"TELS": "clip", "TILS": "clip", "editing_performance": "clip", "structure_distance": "dino", "lpips_unedit_part": "lpips"}
+# the other names EV's --metrics takes (MC:26-151), in calculate_metric's order
+OTHER_METRICS = ("psnr", "lpips", "mse", "ssim", "structure_distance_unedit_part",
+                 "psnr_edit_part", "lpips_edit_part", "mse_edit_part", "ssim_edit_part", "clip_similarity_source_image")
+ALL_METRICS = METRICS + OTHER_METRICS
+PARTS = {"_unedit_part": "unedited", "_edit_part": "edited"}  # column suffix -> the region a metric is masked to
+
+
+def split_metric(metric: str) -> tuple[str, str | None]:
+    """``"psnr_unedit_part"`` -> ("psnr", "unedited"); ``"ssim"`` -> ("ssim", None): the measure and the region."""
+    for suffix, region in PARTS.items():
+        if metric.endswith(suffix):
+            return metric[: -len(suffix)], region
+    return metric, None
+
+
+def needs(metric: str) -> str | None:
+    """The model a metric needs ("clip", "dino", "lpips"), or None for PSNR, SSIM and MSE."""
+    measure, _ = split_metric(metric)
+    if measure in ("TELS", "TILS", "editing_performance", "clip_similarity_source_image"):
+        return "clip"
+    return {"structure_distance": "dino", "lpips": "lpips"}.get(measure)
+
+
+def check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
+    """``metrics`` as a tuple, or a ValueError naming the unknown ones and the known names."""
+    unknown = [m for m in metrics if m not in ALL_METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; ALE's names are: {', '.join(ALL_METRICS)}")
+    return tuple(metrics)
 
 
 @dataclass
@@ -87,7 +124,8 @@ class AleMetrics:
         self.mse = MeanSquaredError().to(self.device)
 
     def available(self, metric: str) -> bool:
-        return getattr(self, NEEDS[metric]) is not None if metric in NEEDS else True
+        model = needs(metric)
+        return model is None or getattr(self, model) is not None
 
     @staticmethod
     def _call(metric, *inputs) -> float:
@@ -121,43 +159,54 @@ class AleMetrics:
         pred, gt = (to_batch(masked(x, mask))[0].contiguous().to(self.device) for x in (pred, gt))
         return self._call(self.mse, pred, gt)
 
-    def structure_distance(self, pred, gt) -> float:
-        """MC:621-651 with MC:446-459: whole images, 0-255 floats."""
-        as_tensor = lambda x: torch.from_numpy(np.transpose(np.asarray(x).astype(np.float32), (2, 0, 1))).unsqueeze(0)
-        return self.dino.distance(as_tensor(gt).to(self.dino.device), as_tensor(pred).to(self.dino.device))
+    def structure_distance(self, pred, gt, mask=None) -> float:
+        """MC:621-651 with MC:446-459: 0-255 floats, times ``mask`` if given."""
+        def as_tensor(image):
+            image = np.asarray(image).astype(np.float32)
+            image = image if mask is None else image * np.asarray(mask).astype(np.float32)
+            return torch.from_numpy(np.transpose(image, (2, 0, 1))).unsqueeze(0).to(self.dino.device)
 
-    def score(self, source: np.ndarray, edited: np.ndarray, edits: Sequence[tuple[str, str]], masks: Sequence[np.ndarray]) -> EditScores:
-        """Every metric of :data:`METRICS` for one edited image, plus each object's edit CLIPScore.
+        return self.dino.distance(as_tensor(gt), as_tensor(pred))
+
+    def score(self, source: np.ndarray, edited: np.ndarray, edits: Sequence[tuple[str, str]], masks: Sequence[np.ndarray],
+              metrics: Sequence[str] = METRICS) -> EditScores:
+        """``metrics`` (ALE's names, default EV's eight) for one edited image, plus each object's edit CLIPScore.
 
         ``source``/``edited`` uint8 H x W x 3 of one size; ``edits`` (source object, target prompt) pairs and
         ``masks`` their 8-bit H x W masks, in the same order (ALE keys both by source object: EV:134).
         """
+        metrics = check_metrics(metrics)
         if np.asarray(source).shape != np.asarray(edited).shape:
             raise ValueError(f"source {np.asarray(source).shape} and edited {np.asarray(edited).shape} images differ in size; "
                              "resize the edited image to the source's size first (ALE: PIL bicubic)")
         union = merged_mask(masks)
-        unedited = 1 - union
+        regions = {None: None, "unedited": 1 - union, "edited": union}
+        pixel_measures = {"psnr": self.psnr_value, "lpips": self.lpips_value, "mse": self.mse_value, "ssim": self.ssim_value,
+                          "structure_distance": self.structure_distance}
+        targets = [target for _, target in edits]
+        per_object: list[tuple[str, float | None]] = [(target, None) for target in targets]
+        if self.clip is not None:
+            per_object = [(target, self.clip_similarity(edited, target, as_rgb_mask(mask))) for target, mask in zip(targets, masks)]
         values: dict[str, float | None] = {}
-        background_empty = unedited.sum() == 0  # MC:41
-        for metric, compute in (("psnr_unedit_part", self.psnr_value), ("lpips_unedit_part", self.lpips_value),
-                                ("mse_unedit_part", self.mse_value), ("ssim_unedit_part", self.ssim_value)):
+        for metric in metrics:
+            measure, region = split_metric(metric)
             if not self.available(metric):
                 values[metric] = None
-            else:
-                values[metric] = math.nan if background_empty else compute(edited, source, unedited)
-        values["structure_distance"] = self.structure_distance(edited, source) if self.dino is not None else None
-        per_object: list[tuple[str, float | None]] = [(target, None) for _, target in edits]
-        if self.clip is None:
-            values.update(TELS=None, TILS=None, editing_performance=None)
-        else:
-            targets = [target for _, target in edits]
-            values["TELS"] = self.clip_similarity(edited, JOINER.join(targets), unedited)
-            leaks = [self.clip_similarity(edited, target, as_rgb_mask(other))
-                     for i, target in enumerate(targets) for j, other in enumerate(masks) if j != i]
-            values["TILS"] = float(np.mean(leaks)) if len(edits) > 1 else math.nan
-            per_object = [(target, self.clip_similarity(edited, target, as_rgb_mask(mask))) for target, mask in zip(targets, masks)]
-            values["editing_performance"] = float(np.mean([score for _, score in per_object]))
-        return EditScores({metric: values[metric] for metric in METRICS}, per_object)
+            elif measure in pixel_measures:
+                mask = regions[region]
+                empty = mask is not None and mask.sum() == 0  # MC:41, 73
+                values[metric] = math.nan if empty else pixel_measures[measure](edited, source, mask)
+            elif metric == "TELS":
+                values[metric] = self.clip_similarity(edited, JOINER.join(targets), regions["unedited"])
+            elif metric == "TILS":
+                leaks = [self.clip_similarity(edited, target, as_rgb_mask(other))
+                         for i, target in enumerate(targets) for j, other in enumerate(masks) if j != i]
+                values[metric] = float(np.mean(leaks)) if len(edits) > 1 else math.nan
+            elif metric == "editing_performance":
+                values[metric] = float(np.mean([score for _, score in per_object]))
+            else:  # clip_similarity_source_image
+                values[metric] = self.clip_similarity(source, JOINER.join(s for s, _ in edits))
+        return EditScores(values, per_object)
 
 
 def resized_to(image: np.ndarray, size: tuple[int, int], mask: bool = False) -> np.ndarray:
@@ -170,8 +219,9 @@ def resized_to(image: np.ndarray, size: tuple[int, int], mask: bool = False) -> 
     return np.array(Image.fromarray(image).resize(tuple(size), resample))
 
 
-def score_images(metrics: AleMetrics, sources, edited, masks, edits: Sequence[tuple[str, str]]) -> list[EditScores]:
-    """The metrics of each edited image of a batch: ``sources`` one or one per edit (uint8 H x W x 3), ``edited``
+def score_images(metrics: AleMetrics, sources, edited, masks, edits: Sequence[tuple[str, str]],
+                 names: Sequence[str] = METRICS) -> list[EditScores]:
+    """The metrics ``names`` of each edited image of a batch: ``sources`` one or one per edit (uint8 H x W x 3), ``edited``
     resized to its source's size, ``masks`` one list of 8-bit masks (in ``edits`` order) or one per image,
     resized to the source's size (nearest)."""
     out = []
@@ -179,5 +229,5 @@ def score_images(metrics: AleMetrics, sources, edited, masks, edits: Sequence[tu
         source = sources[index if len(sources) > 1 else 0]
         size = source.shape[1::-1]
         image_masks = [resized_to(m, size, mask=True) for m in masks[index if len(masks) > 1 else 0]]
-        out.append(metrics.score(source, resized_to(image, size), edits, image_masks))
+        out.append(metrics.score(source, resized_to(image, size), edits, image_masks, names))
     return out

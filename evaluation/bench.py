@@ -31,6 +31,12 @@ class BenchEdit:
     edit_type: str  # the prompts/<n>/<type> folder
     position: int  # its place in the file's prompt list: the i of edit_<i>.png (RB:107, 134)
     edits: tuple[tuple[str, str], ...]  # (source object, target prompt) in the file's order
+    editing_types: tuple[str, ...] = ()  # the prompt's "editing_types" (RB:101: what sets ALE's self-attention schedule)
+
+    @property
+    def half(self) -> str:
+        """The benchmark half the image belongs to: "artificial" or "natural" (the image name's prefix)."""
+        return self.image.split("_")[0]
 
     @property
     def key(self) -> str:
@@ -59,7 +65,8 @@ def read_edits(bench: Path, images=None, objects=None, edit_types=None, limit: i
                 if images and not any(data["image"] == name or data["image"].startswith(name) for name in images):
                     continue
                 for position, prompt in enumerate(data["prompts"]):
-                    found.append(BenchEdit(data["image"], count, edit_type, position, tuple(tuple(e) for e in prompt["edits"])))
+                    found.append(BenchEdit(data["image"], count, edit_type, position, tuple(tuple(e) for e in prompt["edits"]),
+                                           tuple(prompt.get("editing_types", ()))))
     return found[:limit] if limit is not None else found
 
 

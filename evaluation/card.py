@@ -8,7 +8,7 @@ from .ale_metrics import METRICS, EditScores
 from .fonts import font as card_font
 from .report import HEADS, markdown_table, means, number
 
-BETTER = "lower is better: TELS, TILS, Structure Distance, LPIPS, MSE; higher: the others"
+BETTER = "lower is better: TELS, TILS, structure distance, LPIPS, MSE; higher: the others"
 
 
 def table_card(rows: list[list[str]], notes: list[str] = (), font_size: int = 14, margin: int = 10, gap: int = 16) -> np.ndarray:
@@ -38,10 +38,10 @@ def table_card(rows: list[list[str]], notes: list[str] = (), font_size: int = 14
     return np.asarray(canvas).astype(np.float32) / 255.0
 
 
-def scores_table(scores: list[EditScores], targets: list[str], notes: list[str] = ()) -> tuple[str, np.ndarray]:
-    """One row per image (and their mean when there are several): ALE's metrics, then each target's CLIPScore; as a
-    markdown table with ``notes`` below it, and as a card."""
-    columns = [*METRICS, *(f"CLIP '{target}'" for target in targets)]
+def scores_table(scores: list[EditScores], targets: list[str], notes: list[str] = (), metrics=METRICS) -> tuple[str, np.ndarray]:
+    """One row per image (and their mean when there are several): the ``metrics`` (ALE's default ones unless named),
+    then each target's CLIPScore; as a markdown table with ``notes`` below it, and as a card."""
+    columns = [*metrics, *(f"CLIP '{target}'" for target in targets)]
     rows = [{**s.values, **{f"CLIP '{t}'": v for t, v in s.per_object}} for s in scores]
     body = [[str(i), *(number(c, row[c]) for c in columns)] for i, row in enumerate(rows)]
     if len(rows) > 1:

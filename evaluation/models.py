@@ -109,8 +109,7 @@ def dino_keys(file: Path, architecture: str):
 
     from .structure import DinoKeys
 
-    model = timm.create_model(architecture, pretrained=True, num_classes=0, dynamic_img_size=True,
-                              pretrained_cfg_overlay={"file": str(file)})
+    model = timm.create_model(architecture, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": str(file)})
     return DinoKeys(model, name=f"{architecture} ({Path(file).name})")
 
 

@@ -6,6 +6,7 @@
     model_files.py         the same in the real file formats, where a user's files would be
     metric_model_files.py  random-weight metric models (CLIP, DINO, SqueezeNet) in their release formats
     runner.py              ComfyUI's executor in this process, for API-format graphs
+    ale_bench.py           the ALE-Bench runner's work: ALE's protocol on a workflow, the edits run and scored
     server.py              ComfyUI's real server on loopback, in a scratch base folder; its memory sampled, /free
     browser.py             Chromium driving ComfyUI's frontend (Playwright)
     ui_workflow.py         the UI-format twin of an API-format workflow (groups, the canvas note, the opening view)

@@ -2,6 +2,7 @@
 and the Leakage Metrics case."""
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 EDITS = "wolf -> brown-colored goat\nmoon -> moon made of gold"
 
@@ -75,3 +76,16 @@ def leakage_case():
     masks[1][30:70, 30:90] = 128  # soft, and overlapping the first
     masks[2][60:90, 5:60] = 37
     return source, edited, masks
+
+
+def clip_by_definition(found, image: np.ndarray, text: str) -> float:
+    """CLIPScore by its definition, 100 * max(cos(E_image, E_text), 0), straight from the loaded metric models' CLIP
+    (``found``: evaluation.models.load_metric_models) and its processor: the reference the metric tests hold the pack to."""
+    model, processor = found.clip.model.model, found.clip.processor
+    with torch.no_grad():
+        pixels = processor(images=[torch.from_numpy(image).permute(2, 0, 1)], return_tensors="pt")["pixel_values"]
+        tokens = processor(text=[text], return_tensors="pt", padding=True)
+        image_features = model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output)
+        text_features = model.text_projection(model.text_model(**tokens).pooler_output)
+    cosine = F.cosine_similarity(image_features, text_features).item()
+    return max(100 * cosine, 0.0)

@@ -23,6 +23,10 @@ SD15_TINY = dict(
     model_channels=32, channel_mult=[1, 2], num_res_blocks=[1, 1], transformer_depth=[1, 1],
     transformer_depth_output=[1, 1, 1, 1], transformer_depth_middle=1, num_heads=2,
 )
+SD15_TINY_3_LEVELS = dict(  # cross-attention at 1, 1/2 and 1/4 of the latent, as SD1.5's (whose 1/8 level has none)
+    model_channels=32, channel_mult=[1, 2, 2], num_res_blocks=[1, 1, 1], transformer_depth=[1, 1, 1],
+    transformer_depth_output=[1, 1, 1, 1, 1, 1], transformer_depth_middle=1, num_heads=2,
+)
 SDXL_TINY = dict(  # SDXL's layout (linear transformers, depth 2 blocks, adm, 2048-d context), small widths
     model_channels=32, channel_mult=[1, 2], num_res_blocks=[1, 1], transformer_depth=[0, 2],
     transformer_depth_output=[0, 0, 2, 2], transformer_depth_middle=1, num_head_channels=16,
@@ -61,7 +65,7 @@ def randomize_(module: torch.nn.Module, seed: int = 0, std: float = 0.02) -> tor
 def unet_model(kind: str = "sd15", size: str = "tiny", dtype: torch.dtype = torch.float32):
     """ComfyUI's SD1.5 or SDXL model (``comfy.model_base``) of that shape, its weights not initialised (ComfyUI's ops
     leave them as allocated; under ``torch.device("meta")`` they take no memory)."""
-    shapes = {("sd15", "tiny"): SD15_TINY, ("sd15", "full"): SD15_FULL, ("sdxl", "tiny"): SDXL_TINY, ("sdxl", "full"): SDXL_FULL}
+    shapes = {("sd15", "tiny"): SD15_TINY, ("sd15", "tiny 3 levels"): SD15_TINY_3_LEVELS, ("sd15", "full"): SD15_FULL, ("sdxl", "tiny"): SDXL_TINY, ("sdxl", "full"): SDXL_FULL}
     base = dict(use_checkpoint=False, image_size=32, in_channels=4, out_channels=4, use_spatial_transformer=True,
                 legacy=False, use_temporal_attention=False, use_temporal_resblock=False, dtype=dtype)
     if kind == "sd15":

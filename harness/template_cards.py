@@ -29,7 +29,8 @@ PHOTO, MARGIN, TEXT_FONT, SMALL_FONT = 288, 12, 23, 21  # the card shows the pic
 MODEL_FILES = {"v1-5-pruned-emaonly.safetensors": "SD1.5", "sd_xl_base_1.0.safetensors": "SDXL", "flux1-dev.safetensors": "Flux dev",
                "flux1-schnell.safetensors": "Flux schnell"}
 MASK_SOURCES = {"LeakFreeObjectMasksPainted": "painted masks", "LeakFreeObjectMasksGroundedSAM": "masks found by Grounded-SAM",
-                "LeakFreeMasksFromAttention": "masks from the model's attention"}
+                "LeakFreeMasksFromAttention": "masks from the model's attention",
+                "LeakFreeAttentionReplacement": "no masks: DPL's learned maps"}
 
 
 def _linked_masks(graph: dict) -> list[str]:

@@ -8,6 +8,7 @@ import comfy.samplers
 
 from ..attention.region_attention import layer_size, split_heads
 from ..attention.localisation import AttentionCapture
+from ..attention.self_attention import LAYOUT_KEY, no_branches
 from .patching import percent_to_sigma, plain_attention, wrap_blocks
 
 NOISE_RANGE = (0.5, 0.8)  # sampling progress of the capture timesteps: noisy enough to read, clean enough to see the layout
@@ -33,6 +34,7 @@ def capture_attention(model, positive, latent: torch.Tensor, capture: AttentionC
     """Run ``model`` (cloned, every attention layer recording into ``capture``) on ``latent`` noised to ``timesteps``
     levels spread over ``NOISE_RANGE`` of sampling progress, one Euler step each."""
     patched = model.clone()
+    patched.model_options.setdefault("transformer_options", {})[LAYOUT_KEY] = no_branches()  # a plain run: the branch terms stay off
     wrap_blocks(patched, "attn1", CaptureAttention, capture=capture, cross=False)
     wrap_blocks(patched, "attn2", CaptureAttention, capture=capture, cross=True)
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))

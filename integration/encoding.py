@@ -7,11 +7,11 @@ import torch
 
 from ..attention.ore import OreEmbeddings, object_restricted, substitute_spans
 from ..attention.plan import EditPlan, EditPlanError, parse_edits
-from ..attention.tokens import plan_windows
+from ..attention.tokens import first_occurrences, plan_windows
 from .errors import NodeInputError
 
 
-def encode_plan(clip, edits: str, eos_mode: str, node: str) -> tuple[EditPlan, OreEmbeddings, torch.Tensor]:
+def encode_plan(clip, edits: str, eos_mode: str, node: str, substitution: str = "pack") -> tuple[EditPlan, OreEmbeddings, torch.Tensor]:
     """Parse ``edits``; encode the target base prompt, every object prompt and the empty prompt in ONE batched call."""
     try:
         plan = EditPlan(parse_edits(edits, node))
@@ -20,7 +20,8 @@ def encode_plan(clip, edits: str, eos_mode: str, node: str) -> tuple[EditPlan, O
     windows, spans, eos_index = plan_token_windows(clip, plan.targets, plan, node, "target")
     cond, pooled = clip.encode_from_tokens(windows, return_pooled=True)
     base, *own, empty = split_windows(cond, windows)
-    embeddings = object_restricted(base, torch.stack(own), spans, eos_index, eos_mode, empty)
+    embeddings = object_restricted(base, torch.stack(own), spans, eos_index, eos_mode, empty,
+                                   substitution, substitution_spans(windows, spans, substitution))
     plan = replace(plan, target_spans=tuple(spans), target_eos=eos_index, context_dim=cond.shape[-1])
     return plan, embeddings, pooled
 
@@ -31,18 +32,25 @@ def encode_prompt(clip, text: str) -> list:
     return [[cond, {"pooled_output": pooled}]]
 
 
-def encode_substituted_source(clip, plan: EditPlan, node: str) -> list:
-    """The source branch's CONDITIONING as ALE-Edit builds it: the source base prompt with each object's span replaced
-    by that object's own tokens 1..L_i from its solo encoding (``ore.py``, ``get_substituted_base_embeds``), the base
-    and the objects in one batched call; the pooled output (SDXL) is the base prompt's.
+def substitution_spans(windows: dict, spans: list[tuple[int, int]], substitution: str) -> list[tuple[int, int]]:
+    """Where each object's span is substituted: its exact span (``pack``), or where ALE-Edit's code finds it (``ale_code``)."""
+    return spans if substitution == "pack" else first_occurrences(next(iter(windows.values()))[0], spans)
 
-    ALE-Edit's code reads the solo encoding at the object's positions in the base prompt, which for every object
-    but the first are the solo prompt's EOS and padding states; the pack reads its own tokens, as ORE does."""
+
+def encode_substituted_source(clip, plan: EditPlan, node: str, substitution: str = "pack") -> list:
+    """The source branch's CONDITIONING as ALE-Edit builds it: the source base prompt with each object's span replaced
+    from its solo encoding (``ore.py``, ``get_substituted_base_embeds``), the base and the objects in one batched call;
+    the pooled output (SDXL) is the base prompt's.
+
+    ``pack``: each object's own tokens 1..L_i, as ORE does. ``ale_code``: ALE-Edit's code, which reads the solo encoding
+    at the object's positions in the base prompt: for every object but the first, the solo prompt's EOS and padding
+    states (:func:`attention.ore.substitute_spans`)."""
     windows, spans, _ = plan_token_windows(clip, plan.objects, plan, node, "source")
     windows = {key: parts[:-1] for key, parts in windows.items()}  # the empty prompt is not needed here
     cond, pooled = clip.encode_from_tokens(windows, return_pooled=True)
     base, *own = split_windows(cond, windows)
-    return [[substitute_spans(base, torch.stack(own), spans).unsqueeze(0), {"pooled_output": pooled}]]
+    substituted = substitute_spans(base, torch.stack(own), substitution_spans(windows, spans, substitution), substitution)
+    return [[substituted.unsqueeze(0), {"pooled_output": pooled}]]
 
 
 def encode_source(clip, plan: EditPlan, node: str) -> tuple[list, list[tuple[int, int]], int]:

@@ -94,7 +94,8 @@ class DualBranchCFGGuider(comfy.samplers.CFGGuider):
         if source_guided or (lock and target_guided):
             slots[SOURCE_UNCOND] = negative
         options = dict(model_options)
-        options["model_function_wrapper"] = BranchBatch(x, x_s, lock, self.node, model_options.get("model_function_wrapper"))
+        pure_noise = run.previous_x0_hat is None and self.start == "noise"  # the first step from noise: no image in x_s yet
+        options["model_function_wrapper"] = BranchBatch(x, x_s, lock, self.node, model_options.get("model_function_wrapper"), pure_noise)
         out = comfy.samplers.calc_cond_batch(self.inner_model, slots, x, timestep, options)
         zeros = torch.zeros_like(x)
         denoised_t = comfy.samplers.cfg_function(
@@ -121,8 +122,9 @@ class BranchBatch:
     """``model_function_wrapper`` for one model call: the source chunks get the source branch's latent,
     and the attention callables get the :class:`BranchLayout` under ``LAYOUT_KEY``."""
 
-    def __init__(self, x_t, x_s, lock: bool, node: str, previous=None):
+    def __init__(self, x_t, x_s, lock: bool, node: str, previous=None, pure_noise: bool = False):
         self.x_t, self.x_s, self.lock, self.node, self.previous = x_t, x_s, lock, node, previous
+        self.pure_noise = pure_noise
 
     def __call__(self, apply_model, args):
         slots = list(args["cond_or_uncond"])
@@ -141,7 +143,7 @@ class BranchBatch:
         chunks = args["input"].chunk(len(slots))
         inputs = torch.cat([self.x_s if slot in SOURCE_SLOTS else chunk for slot, chunk in zip(slots, chunks)])
         c = dict(args["c"])
-        c["transformer_options"] = dict(c.get("transformer_options", {}), **{LAYOUT_KEY: branch_layout(slots, rows, device=self.x_t.device)})
+        c["transformer_options"] = dict(c.get("transformer_options", {}), **{LAYOUT_KEY: branch_layout(slots, rows, device=self.x_t.device, pure_noise=self.pure_noise)})
         args = dict(args, input=inputs, c=c)
         if self.previous is not None:
             return self.previous(apply_model, args)

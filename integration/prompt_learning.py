@@ -15,7 +15,8 @@ import comfy.utils
 from ..attention.anchoring import differentiable_weights
 from ..attention.ore import substitute_spans
 from ..attention.plan import EditPlan
-from ..attention.prompt_learning import SourcePrompt
+from ..attention.prompt_learning import SharedTarget, SourcePrompt
+from ..attention.replacement import WordAlignment, align_windows
 from ..attention.tokens import inner_tokens
 from ..attention.clustering import clustered_background
 from ..attention.localisation import AttentionCapture
@@ -65,12 +66,14 @@ def text_encoder(clip, key: str, node: str):
     return encoder
 
 
-def encode_windows(clip, windows: dict) -> torch.Tensor:
-    """What ``CLIP.encode_from_tokens`` does (clip skip included), without loading the model: the caller loads it."""
+def encode_windows(clip, windows: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(cond, pooled) as ``CLIP.encode_from_tokens`` gives them (clip skip included; pooled: the first window's), without
+    loading the model: the caller loads it."""
     clip.cond_stage_model.reset_clip_options()
     if clip.layer_idx is not None:
         clip.cond_stage_model.set_clip_options({"layer": clip.layer_idx})
-    return clip.cond_stage_model.encode_token_weights(windows)[0]
+    cond, pooled = clip.cond_stage_model.encode_token_weights(windows)[:2]
+    return cond, pooled
 
 
 def saved_copies():
@@ -79,43 +82,59 @@ def saved_copies():
     return torch.autograd.graph.saved_tensors_hooks(lambda tensor: tensor.clone(), lambda tensor: tensor)
 
 
-class LearnedSourcePrompt:
+class WindowsWithRows:
+    """One side's token windows (``{key: [base, object 1..N, ...]}``) with the learned rows written into them: ``places[i]``
+    lists, for the rows of slot i (a (key, object) pair), the (window, position, row) each value goes to."""
+
+    def __init__(self, clip, windows: dict, slots, places):
+        self.clip, self.windows, self.slots, self.places = clip, windows, slots, places
+        self.lent = False
+
+    def encoded(self, rows) -> tuple[tuple[torch.Tensor, ...], torch.Tensor | None]:
+        """Each window's encoding ``[T, C]`` and the pooled output of the base window, with ``rows`` in their places."""
+        windows = {key: [list(window) for window in parts] for key, parts in self.windows.items()}
+        for (key, _), values, places in zip(self.slots, rows, self.places):
+            for window, position, row in places:
+                entry = windows[key][window][position]
+                windows[key][window][position] = (values[row], *entry[1:])
+        if not self.lent:
+            self.clip.load_model()
+        with saved_copies() if torch.is_grad_enabled() else contextlib.nullcontext():
+            cond, pooled = encode_windows(self.clip, windows)
+        return split_windows(cond, self.windows), pooled
+
+
+class LearnedSourcePrompt(WindowsWithRows):
     """The plan's substituted source prompt (as Object-Restricted Encode's 'source' output) with each object's word
     tokens as learnable rows, shared by the base window and the object's own window."""
 
     def __init__(self, clip, plan: EditPlan, nouns: str, node: str):
-        self.clip, self.node = clip, node
+        self.node = node
         windows, self.spans, _ = plan_token_windows(clip, plan.objects, plan, node, "source")
-        self.windows = {key: parts[:-1] for key, parts in windows.items()}  # base, object 1..N (no empty prompt)
-        end_token = next(iter(windows.values()))[-1][1][0]
+        end_token = next(iter(windows.values()))[-1][1][0]  # the empty prompt's second token
+        windows = {key: parts[:-1] for key, parts in windows.items()}  # base, object 1..N (no empty prompt)
         self.offsets = word_offsets(clip, plan, chosen_words(plan, nouns, node), node, end_token)
-        self.slots = [(key, index) for key in self.windows for index in range(len(plan))]
-        self.lent = False
+        slots = [(key, index) for key in windows for index in range(len(plan))]
+        places = [[(window, position, row) for row, offset in enumerate(self.offsets[index])
+                   for window, position in ((0, self.spans[index][0] + offset), (index + 1, 1 + offset))] for _, index in slots]
+        super().__init__(clip, windows, slots, places)
         clip.load_model()
-        table = {key: text_encoder(clip, key, node).transformer.get_input_embeddings().weight for key in self.windows}
-        self.initial = tuple(table[key][[self.windows[key][index + 1][1 + o][0] for o in self.offsets[index]]].detach().float().clone()
-                             for key, index in self.slots)
-        self.reference = encode_substituted_source(clip, plan, node)[0][0][0]
+        table = {key: text_encoder(clip, key, node).transformer.get_input_embeddings().weight for key in windows}
+        self.initial = tuple(table[key][[windows[key][index + 1][1 + o][0] for o in self.offsets[index]]].detach().float().clone()
+                             for key, index in slots)
+        reference = encode_substituted_source(clip, plan, node)[0]
+        self.reference, self.reference_pooled = reference[0][0], reference[1]["pooled_output"]
 
     @property
     def tokens(self) -> tuple[tuple[int, ...], ...]:
         """Each object's learned positions in the base window."""
         return tuple(tuple(start + o for o in offsets) for (start, _), offsets in zip(self.spans, self.offsets))
 
-    def encode(self, rows) -> torch.Tensor:
-        """``[1, T, C]``: the substituted source encoding with ``rows`` (one tensor per (key, object)) in the word slots."""
-        windows = {key: [list(window) for window in parts] for key, parts in self.windows.items()}
-        for (key, index), values in zip(self.slots, rows):
-            (start, _), base, own = self.spans[index], windows[key][0], windows[key][index + 1]
-            for value, offset in zip(values, self.offsets[index]):
-                base[start + offset] = (value, *base[start + offset][1:])
-                own[1 + offset] = (value, *own[1 + offset][1:])
-        if not self.lent:
-            self.clip.load_model()
-        with saved_copies() if torch.is_grad_enabled() else contextlib.nullcontext():
-            cond = encode_windows(self.clip, windows)
-        base, *own = split_windows(cond, self.windows)
-        return substitute_spans(base, torch.stack(own), self.spans).unsqueeze(0)
+    def encode(self, rows) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(``[1, T, C]`` the substituted source encoding with ``rows`` (one tensor per (key, object)) in the word slots,
+        the pooled output of its base window)."""
+        (base, *own), pooled = self.encoded(rows)
+        return substitute_spans(base, torch.stack(own), self.spans).unsqueeze(0), pooled
 
     @contextlib.contextmanager
     def lend(self, model):
@@ -129,7 +148,45 @@ class LearnedSourcePrompt:
             self.lent = False
 
     def source_prompt(self) -> SourcePrompt:
-        return SourcePrompt(encode=self.encode, initial=self.initial, reference=self.reference, tokens=self.tokens)
+        return SourcePrompt(encode=self.encode, initial=self.initial, reference=self.reference, tokens=self.tokens,
+                            reference_pooled=self.reference_pooled)
+
+
+class SharedTargetPrompt(WindowsWithRows):
+    """The plan's target windows (base, object 1..N, empty prompt) with the learned rows wherever a target keeps the
+    learned source word (DPL's edit prompt holds the same placeholder token as its source prompt)."""
+
+    def __init__(self, source: LearnedSourcePrompt, plan: EditPlan, kept, node: str):
+        windows, spans, self.eos = plan_token_windows(source.clip, plan.targets, plan, node, "target")
+        self.spans = spans
+        targets_of = {}  # source position -> the target positions that keep its token
+        for s, t in kept:
+            targets_of.setdefault(s, []).append(t)
+        places = [[(window, position, row) for row, s in enumerate(source.tokens[index]) for t in targets_of.get(s, ())
+                   for window, position in ((0, t), (index + 1, 1 + t - spans[index][0]))] for _, index in source.slots]
+        self.shares = any(places)
+        super().__init__(source.clip, windows, source.slots, places)
+        with torch.no_grad():
+            base, pooled = self.encode(source.initial)[::3]
+        self.reference, self.reference_pooled = base, pooled
+
+    def encode(self, rows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(base ``[T, C]``, object windows ``[N, T, C]``, empty prompt ``[T, C]``, the base's pooled output) with ``rows``."""
+        (base, *own, empty), pooled = self.encoded(rows)
+        return base, torch.stack(own), empty, pooled
+
+    def target_prompt(self) -> SharedTarget:
+        return SharedTarget(encode=self.encode, reference=self.reference, reference_pooled=self.reference_pooled,
+                            spans=tuple(self.spans), eos=self.eos)
+
+
+def word_alignment(clip, plan: EditPlan, node: str) -> WordAlignment:
+    """The :class:`WordAlignment` of the plan's source and target base windows (token ids of the first text encoder)."""
+    source, source_spans, source_eos = plan_token_windows(clip, plan.objects, plan, node, "source")
+    target, target_spans, target_eos = plan_token_windows(clip, plan.targets, plan, node, "target")
+    key = next(iter(source))
+    ids = lambda window: [entry[0] for entry in window]
+    return align_windows(ids(source[key][0]), ids(target[key][0]), source_spans, target_spans, source_eos, target_eos)
 
 
 def clustered_background_mask(model, clip, plan: EditPlan, latent: torch.Tensor, factor: int, clusters: int,

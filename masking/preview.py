@@ -130,7 +130,8 @@ def attention_panels(image: torch.Tensor, sets: torch.Tensor, rows: list[MapRow]
             for index, name in enumerate(row.names):
                 leak = float(row.leaks[image_index, index])
                 cells.append(heat_panel(picture, row.maps[image_index, index], regions[index], f"{name}: leak {leak:.3f}"))
-                lines.append(f"image {image_index}, {row.kind} {index + 1} ({name}): leak {leak:.4f} (share of its attention outside its region)")
+                lines.append(f"image {image_index}, {row.kind} {index + 1} ({name}): leak {leak:.4f} (share of its attention outside its "
+                             "region, on each layer's own grid)")
             strips.append(torch.cat(cells, dim=1))
         panels.append(torch.cat(strips, dim=0))
     return torch.stack(panels), lines

@@ -2,6 +2,7 @@
 from .anchoring import RegionAnchoring
 from .attention_masks import MasksFromAttention
 from .attention_preview import AttentionMapPreview, AttentionMapRecorder
+from .attention_replacement import AttentionReplacement
 from .background_blend import LatentBackgroundBlend, LatentBackgroundPaste
 from .dual_branch import DualBranchGuider
 from .dual_branch_flux import DualBranchGuiderFlux
@@ -19,7 +20,7 @@ from .region_attention import RegionGuidedCrossAttention
 
 NODES = [
     ObjectRestrictedEncode, ObjectMasksPainted, GroundingDinoLoader, SAMLoader, ObjectMasksGroundedSAM, MasksFromAttention,
-    RegionGuidedCrossAttention, SourceDominanceRebalance, RegionAnchoring, DynamicPromptLearning, LatentBackgroundBlend,
-    LatentBackgroundPaste, PixelBackgroundComposite, DualBranchGuider, AttentionMapRecorder, AttentionMapPreview, LeakageMetrics,
-    ObjectRestrictedEncodeFlux, RegionGuidedJointAttention, DualBranchGuiderFlux,
+    RegionGuidedCrossAttention, SourceDominanceRebalance, RegionAnchoring, DynamicPromptLearning, AttentionReplacement,
+    LatentBackgroundBlend, LatentBackgroundPaste, PixelBackgroundComposite, DualBranchGuider, AttentionMapRecorder,
+    AttentionMapPreview, LeakageMetrics, ObjectRestrictedEncodeFlux, RegionGuidedJointAttention, DualBranchGuiderFlux,
 ]

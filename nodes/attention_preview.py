@@ -28,6 +28,7 @@ class AttentionRecording:
     masks: torch.Tensor  # the program's object masks [I*N, H, W]
     count: int
     source: maps_module.SourceMapRecorder | None = None  # the dual branch's source rows, when a CLIP and edit plan were given
+    resize: str = "nearest"  # how the program resizes the masks to each layer's grid: the leak is measured there
 
 
 class AttentionMapRecorder(io.ComfyNode):
@@ -75,7 +76,7 @@ class AttentionMapRecorder(io.ComfyNode):
             source = maps_module.SourceMapRecorder(spans, len(next(iter(windows.values()))[0]), window)
             program = program.with_call_observer(source)
         install_region_program(patched, program)
-        return io.NodeOutput(patched, AttentionRecording(recorder, program.cross.masks, program.cross.count, source))
+        return io.NodeOutput(patched, AttentionRecording(recorder, program.cross.masks, program.cross.count, source, program.cross.resize))
 
 
 class AttentionMapPreview(io.ComfyNode):
@@ -115,10 +116,10 @@ class AttentionMapPreview(io.ComfyNode):
         named = edit_plan is not None and len(edit_plan) == recording.count
         objects = list(edit_plan.objects) if named else [f"object {i + 1}" for i in range(recording.count)]
         sets = mask_sets(masks, objects, PREVIEW, ", or leave object_masks empty")
-        rows = [MapRow("target", maps, list(edit_plan.targets) if named else objects, maps_module.outside_share(maps, sets))]
+        rows = [MapRow("target", maps, list(edit_plan.targets) if named else objects, recording.recorder.leaks(sets, recording.resize))]
         source = recording.source.averaged() if recording.source is not None else None
         if source is not None and source.shape[0] == maps.shape[0]:
-            rows.append(MapRow("source", source, [f"source {name}" for name in objects], maps_module.outside_share(source, sets)))
+            rows.append(MapRow("source", source, [f"source {name}" for name in objects], recording.source.leaks(sets, recording.resize)))
         panels, lines = attention_panels(image, sets, rows)
         grids = ", ".join(f"{h}x{w}" for h, w in sorted(recording.recorder.sums))
         lines.append(f"maps: {recording.recorder.mode}; {len(recording.recorder.sigmas)} step(s); layers {grids}"

@@ -1,7 +1,7 @@
 """Object-Restricted Encode: ALE-Edit's ORE of the edit prompts, from ComfyUI's own CLIP object."""
 from comfy_api.latest import io
 
-from ..attention.ore import EOS_MODE_HELP, EOS_MODES
+from ..attention.ore import EOS_MODE_HELP, EOS_MODES, SUBSTITUTION_HELP, SUBSTITUTIONS
 from ..integration.checks import ORE_KEY, OrePayload
 from ..integration.encoding import encode_plan, encode_substituted_source
 from ..integration.flux import refuse_flux_clip
@@ -24,6 +24,9 @@ class ObjectRestrictedEncode(io.ComfyNode):
                 edits_input(),
                 io.Combo.Input("eos_mode", options=list(EOS_MODES), default="object",
                                tooltip="What fills each object's EOS and padding. " + " ".join(f"{k}: {v}" for k, v in EOS_MODE_HELP.items())),
+                io.Combo.Input("source_substitution", options=list(SUBSTITUTIONS), default="pack", optional=True,
+                               tooltip="Where the substituted base prompts (the source output, the background's values) take each "
+                                       "object's tokens from. " + " ".join(f"{k}: {v}" for k, v in SUBSTITUTION_HELP.items())),
             ],
             outputs=[
                 io.Conditioning.Output(display_name="target", tooltip="Target base prompt with the ORE payload: feed it to "
@@ -35,8 +38,8 @@ class ObjectRestrictedEncode(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, clip, edits, eos_mode):
+    def execute(cls, clip, edits, eos_mode, source_substitution="pack"):
         refuse_flux_clip(clip, NODE)
-        plan, embeddings, pooled = encode_plan(clip, edits, eos_mode, NODE)
+        plan, embeddings, pooled = encode_plan(clip, edits, eos_mode, NODE, source_substitution)
         target = [[embeddings.keys.unsqueeze(0), {"pooled_output": pooled, ORE_KEY: OrePayload(plan, embeddings, eos_mode)}]]
-        return io.NodeOutput(target, encode_substituted_source(clip, plan, NODE), plan)
+        return io.NodeOutput(target, encode_substituted_source(clip, plan, NODE, source_substitution), plan)

@@ -4,8 +4,10 @@ from comfy_api.latest import io
 from ..attention.prompt_learning import LearningSettings, LossTerm, PromptLearning, SourceAttentionRecorder
 from ..integration.checks import check_mask_size, check_masks, check_model, check_range
 from ..integration.errors import NodeInputError
-from ..integration.patching import install_region_program, program_with_regions
-from ..integration.prompt_learning import LearnedSourcePrompt, clustered_background_mask, digest, model_identity, progress_bar
+from ..integration.patching import install_region_program, region_program
+from ..integration.prompt_learning import (
+    LearnedSourcePrompt, SharedTargetPrompt, clustered_background_mask, digest, model_identity, progress_bar, word_alignment,
+)
 from ..integration.sockets import CATEGORY, EditPlan
 from ..masking.ops import image_unions
 
@@ -42,9 +44,11 @@ class DynamicPromptLearning(io.ComfyNode):
             category=f"{CATEGORY}/attention",
             description="DPL (NeurIPS 2023): before every sampling step, the source objects' token embeddings are optimised so that "
                         "each object's cross-attention lands on its own object (Attend-and-Excite, background and disjointness losses). "
-                        "For the source branch of the Dual-Branch Edit Guider. Costly: many forward/backward passes per step.",
+                        "For the Dual-Branch Edit Guider; with Attention Replacement after it the target draws with the learned "
+                        "maps (no masks). Costly: many forward/backward passes per step.",
             inputs=[
-                io.Model.Input("model", tooltip="The MODEL output of Region-Guided Cross-Attention (or of a node after it); it is cloned, never changed."),
+                io.Model.Input("model", tooltip="The model to sample with: the checkpoint's (mask-free: Attention Replacement after this node) "
+                               "or Region-Guided Cross-Attention's MODEL (masked). It is cloned, never changed."),
                 io.Clip.Input("clip", tooltip="The CLIP that encoded the edit (Object-Restricted Encode's): its embedding table gives the "
                               "learned rows their start, and it re-encodes the source prompt with them. It is never changed."),
                 EditPlan.Input("edit_plan", tooltip="From Object-Restricted Encode: the source objects whose tokens are learned."),
@@ -79,7 +83,6 @@ class DynamicPromptLearning(io.ComfyNode):
     def execute(cls, model, clip, edit_plan, nouns="", iterations=DEFAULTS.iterations, learning_rate=DEFAULTS.learning_rate,
                 weight_decay=DEFAULTS.weight_decay, attention_grid="1/4", clusters=5, cluster_threshold=0.2,
                 object_masks=None, source_latent=None, **losses):
-        program_with_regions(model, NODE)
         check_model(model, edit_plan, NODE)
         check_range(NODE, "iterations", iterations, 0, MAX_ITERATIONS)
         terms = {name: LossTerm(*(float(losses.get(f"{name}_{part}", getattr(term, part))) for part in ("weight", "alpha", "beta")))
@@ -90,15 +93,16 @@ class DynamicPromptLearning(io.ComfyNode):
                                     grid_factor=GRIDS[attention_grid], **terms)
         background = learning_background(model, clip, edit_plan, settings, clusters, cluster_threshold, object_masks, source_latent)
         source = LearnedSourcePrompt(clip, edit_plan, nouns, NODE)
+        target = SharedTargetPrompt(source, edit_plan, word_alignment(clip, edit_plan, NODE).kept, NODE)
         patched = model.clone()
-        program = program_with_regions(patched, NODE)
+        program = region_program(patched)
         recorder = SourceAttentionRecorder(settings.grid_factor)
         install_region_program(patched, program.with_call_observer(recorder))
         key = (model_identity(model), digest(source.reference, *source.initial), source.tokens, settings, digest(background),
                repr(program.self_biases))
         previous = patched.model_options.get("model_function_wrapper")
         wrapper = PromptLearning(source.source_prompt(), settings, recorder, background, source.lend, progress_bar, NodeInputError,
-                                 key, NODE, previous)
+                                 key, NODE, previous, target.target_prompt() if target.shares else None)
         patched.set_model_unet_function_wrapper(wrapper)
         return io.NodeOutput(patched)
 

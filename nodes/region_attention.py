@@ -3,6 +3,7 @@ from comfy_api.latest import io
 
 from ..attention.region_attention import CrossAttentionRegions
 from ..integration.checks import check_masks, check_model, check_schedule, ore_payload, schedule_problem
+from ..integration.errors import NodeInputError
 from ..integration.patching import install_region_program, percent_to_sigma, region_program
 from ..integration.sockets import CATEGORY, schedule_inputs
 from ..masking.ops import MASK_RESIZE_MODES
@@ -46,6 +47,11 @@ class RegionGuidedCrossAttention(io.ComfyNode):
         masks = check_masks(object_masks, payload.plan, NODE)
         check_schedule(NODE, start_percent, end_percent)
         patched = model.clone()
+        if region_program(patched).replacement is not None:
+            raise NodeInputError(
+                f"{NODE}: this model has Attention Replacement, which gives the target the source's attention maps; the masks "
+                "here would decide the same maps. Use one: put Attention Replacement on a model without Region-Guided "
+                "Cross-Attention (the mask-free edit), or leave it out (the masked edit).")
         cross = CrossAttentionRegions(
             embeddings=payload.embeddings,
             spans=payload.plan.target_spans,

@@ -133,9 +133,11 @@ def slots_for(jobs: list, args) -> tuple[dict, list[str]]:
         problems += [f"{slots.name}: {p}" for p in slots.problems({k for j in mine for k in j.settings if k != "size"},
                                                                    any("size" in j.settings for j in mine),
                                                                    {k for j in mine for k in j.inputs})]
-        mask_node = describe(slots.graph, slots.mask_node)
+        mask_node = describe(slots.graph, slots.mask_node) if slots.mask_node else None
         for job in mine:
-            if job.masks and not slots.painted:
+            if job.masks and not mask_node:
+                problems.append(f"{job.origin}: gives mask files, but {slots.name} edits without masks: leave the masks out")
+            elif job.masks and not slots.painted:
                 problems.append(f"{job.origin}: gives mask files, but {slots.name} finds its masks itself (node {mask_node}): "
                                 "leave the masks out, or use a workflow with Object Masks from Painted Masks")
             elif not job.masks and slots.painted:

@@ -4,7 +4,8 @@ and input name, so that any graph with the pack's nodes works (the repo's own or
 - image: the ``LoadImage`` node upstream of the pack's nodes;
 - edit list: the ``edits`` input of the pack's encoder;
 - masks: the ``mask_1`` … inputs of Object Masks from Painted Masks, fed by one ``LoadImageMask`` per object
-  (a graph whose masks come from Grounded-SAM or from attention finds them itself);
+  (a graph whose masks come from Grounded-SAM or from attention finds them itself; a mask-free graph, such as
+  edit_dpl_maskfree_sd15, has none);
 - settings (seed, steps, cfg, denoise, sampler, scheduler, checkpoint): the input of that name outside the pack;
 - size: the ``ImageScale`` after the image (one is added when there is none) and any ``EmptyLatentImage``.
 
@@ -91,7 +92,7 @@ class Slots:
     image: str
     edits: str
     painted: str | None  # Object Masks from Painted Masks, None when the graph finds its masks
-    mask_node: str  # the node whose preview is saved beside the result
+    mask_node: str | None  # the node whose preview is saved beside the result; None in a mask-free graph
     settings: dict[str, list[str]] = field(default_factory=dict)  # setting -> candidate node ids
     size_node: str | None = None  # the image-scale node --bind size= chose
 
@@ -179,6 +180,8 @@ class Slots:
                 node["inputs"].update(width=width, height=height)
 
     def _previews(self, graph: dict) -> set[str]:
+        if self.mask_node is None:
+            return set()
         previews = {n for n, name in consumers(graph, [self.mask_node, PREVIEW_OUTPUT]) if graph[n]["class_type"] == "PreviewImage"}
         if not previews:
             graph[f"{ADDED}_mask_preview"] = {"class_type": "PreviewImage", "inputs": {"images": [self.mask_node, PREVIEW_OUTPUT]}}
@@ -220,10 +223,11 @@ def find_slots(graph: dict, name: str, bind: dict[str, str] | None = None) -> Sl
     edits = one("edits", [n for n in pack_nodes if isinstance(graph[n]["inputs"].get("edits"), str)],
                 "the pack's Object-Restricted Encode (its 'edits' input)")
     mask_nodes = [n for n in pack_nodes if graph[n]["class_type"] in (PAINTED_MASKS, *FOUND_MASKS)]
-    mask_node = one("masks", mask_nodes, "an object-mask node of the pack (painted, Grounded-SAM or from attention)")
+    mask_node = one("masks", mask_nodes, "an object-mask node of the pack") if mask_nodes or "masks" in bind else None
     if problems:
         raise WorkflowError(name, problems)
-    slots = Slots(name, graph, image, edits, mask_node if graph[mask_node]["class_type"] == PAINTED_MASKS else None, mask_node)
+    painted = mask_node if mask_node is not None and graph[mask_node]["class_type"] == PAINTED_MASKS else None
+    slots = Slots(name, graph, image, edits, painted, mask_node)
     for setting, inputs in SETTINGS.items():
         candidates = sorted((n for n, node in graph.items() if not node["class_type"].startswith(PACK_PREFIX)
                              and any(i in node["inputs"] and not is_link(node["inputs"][i]) for i in inputs)), key=_numeric)

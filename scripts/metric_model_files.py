@@ -6,13 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.metric_model_files import write_metric_models
+from harness.metric_model_files import DINO_SHAPES, write_metric_models
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
-    parser.add_argument("--dino", default="dino_deitsmall16_pretrain", help="which DINO release file to imitate")
+    parser.add_argument("--dino", default="dino_deitsmall16_pretrain", choices=list(DINO_SHAPES), help="which DINO release file to imitate")
     args = parser.parse_args(argv)
     print(write_metric_models(args.folder, args.dino))
     return 0

@@ -311,9 +311,9 @@ def test_edit_list_feedback_is_shown_in_full_while_typing(frontend, e2e_report):
     assert status["title"] == "Object-Restricted Encode (LeakFree)"  # the long display name, as the library names it
     # The status line is not a value of the node: not in the saved workflow, not in the prompt.
     saved = page.evaluate("(id) => app.graph.getNodeById(id).serialize().widgets_values", node_id)
-    assert saved == [CORRECT, "object"]
+    assert saved == [CORRECT, "object", "pack"]
     prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
-    assert set(prompt[str(node_id)]["inputs"]) == {"clip", "edits", "eos_mode"}
+    assert set(prompt[str(node_id)]["inputs"]) == {"clip", "edits", "eos_mode", "source_substitution"}
     assert not frontend.log.since(mark), "\n".join(frontend.log.since(mark))
     e2e_report["edit-list messages read back in full from the canvas"] += 4
 
@@ -496,7 +496,7 @@ def test_template_browser_opens_each_pack_template(frontend, e2e_report):
                        const [x0, y0] = app.canvas.ds.convertOffsetToCanvas([n.pos[0], n.pos[1]]);
                        const [x1, y1] = app.canvas.ds.convertOffsetToCanvas([n.pos[0] + n.size[0], n.pos[1] + n.size[1]]);
                        return { box: [x0, y0, x1, y1], canvas: [c.clientWidth, c.clientHeight] }; }""")
-        (x0, y0, x1, y1), (width, height) = note["box"], note["canvas"]
+        (x0, y0, x1, _), (width, height) = note["box"], note["canvas"]
         assert 0 <= x0 and x1 <= width and 0 <= y0 < height / 3, f"the note is not in the opening view: {note}"
         if stem == STEMS[0]:
             frontend.screenshot("template_opened.png")

@@ -8,7 +8,7 @@ from pipelines.comfyui import ROOT
 
 
 def test_every_node_is_v3_described_prefixed_and_named_alike(pack_nodes):
-    assert len(pack_nodes) == 20
+    assert len(pack_nodes) == 21
     for key, node in pack_nodes.items():
         schema = node.GET_SCHEMA()
         assert issubclass(node, io.ComfyNode) and schema.node_id == key

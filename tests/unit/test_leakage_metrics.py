@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.editing import LEAKAGE_EDITS, LEAKAGE_SIZE
+from harness.editing import LEAKAGE_EDITS, LEAKAGE_SIZE, clip_by_definition
 from leakfree_edit.evaluation import ale_metrics
 from leakfree_edit.evaluation import models as metric_models
 from leakfree_edit.evaluation.ale_metrics import AleMetrics, merged_mask
@@ -19,18 +19,6 @@ def loaded(metric_model_folder):
     found = metric_models.load_metric_models(metric_model_folder)
     assert not found.missing, found.missing
     return found
-
-
-def clip_by_definition(found, image: np.ndarray, text: str) -> float:
-    """100 * max(cos(E_image, E_text), 0) straight from the CLIP model and its processor."""
-    model, processor = found.clip.model.model, found.clip.processor
-    with torch.no_grad():
-        pixels = processor(images=[torch.from_numpy(image).permute(2, 0, 1)], return_tensors="pt")["pixel_values"]
-        tokens = processor(text=[text], return_tensors="pt", padding=True)
-        image_features = model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output)
-        text_features = model.text_projection(model.text_model(**tokens).pooler_output)
-    cosine = F.cosine_similarity(image_features, text_features).item()
-    return max(100 * cosine, 0.0)
 
 
 def test_merged_mask_is_the_pixelwise_maximum_of_the_grey_masks(leakage_case):

@@ -32,8 +32,8 @@ def test_losses_are_dpls_on_planted_maps():
     assert float(disjoint_loss(token_attention(leaking, tokens))) > 0.5
     background = torch.ones(4, 4)
     background[:2, :2] = background[2:, 2:] = 0
-    torch.testing.assert_close(background_loss(maps, background),
-                               torch.nn.functional.cosine_similarity(maps.flatten(1), background.flatten()[None]).mean())
+    assert float(background_loss(maps, background)) < 0.05  # the maps lie on their objects
+    assert float(background_loss(maps, 1 - background)) > 0.6
     assert float(disjoint_loss(maps[:1])) == 0.0  # one object: no pairs
     flat = torch.full((4, 4, 6), 0.5)
     assert float(attend_loss(flat, tokens)) == pytest.approx(1 - 1 / 4, abs=1e-5)  # four text tokens share every pixel
