@@ -22,6 +22,10 @@ from pipelines.comfyui import PACK_FOLDER, ROOT, LocalComfyUI
 
 TEST_NODES = Path(__file__).with_name("custom_nodes")
 SAMPLE_S = 0.25  # how often the server's memory is read
+# glibc raises its mmap threshold (up to 32 MB) each time a large block is freed, so after the first model is freed
+# tensors land in the heap, whose freed pages it keeps: an idle server held 7.4 GB after POST /free. A fixed threshold
+# puts every tensor above it in its own mapping, given back to the system when freed (glibc mallopt(3), M_MMAP_THRESHOLD).
+SERVER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 
 
 class ComfyServer(LocalComfyUI):
@@ -35,7 +39,8 @@ class ComfyServer(LocalComfyUI):
                 (custom_nodes / link).symlink_to(target)
         super().__init__(comfyui, ["--cpu", "--use-pytorch-cross-attention", "--base-directory", str(base),
                                    "--database-url", "sqlite:///:memory:", *args], base / f"{name}.log", port,
-                         env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+                              **SERVER_MALLOC})
         self.peak_rss = self.peak_anonymous = 0  # bytes; anonymous = RSS less the mapped files' pages (model files)
         self.peak_since_mark = 0  # the peak RSS since mark()
         self._stopped, self._watcher = threading.Event(), None

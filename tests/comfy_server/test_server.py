@@ -5,7 +5,8 @@ custom_nodes as users clone it) runs every API workflow but SDXL's, at 128 px wi
 after each (``POST /free``): with them all kept loaded it reached 13 GB. The SDXL workflows load a full-shape SDXL
 checkpoint (2.6 B UNet; held in fp32 on a CPU its server peaks at 18 GB): they get a server of their own, started once
 the session's has freed its models, with ``--fp16-unet`` (the UNet's weights stay fp16 as in the file, ComfyUI casts
-each layer to fp32 to compute), and stopped after them. Each server's peak memory is in the end-of-run report.
+each layer to fp32 to compute), and stopped after them. Each server's peak memory is in the end-of-run report (the
+servers' fixed glibc mmap threshold, harness/server.py, is what lets the idle one give its freed models back).
 """
 import io
 import json
