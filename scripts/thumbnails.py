@@ -15,12 +15,13 @@
 """
 import argparse
 import json
+import math
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from harness.browser import HIDE_CHROME, PICTURE_SETTINGS, canvas_png, fit_graph, graph_bounds, launch, load_workflow, open_frontend, readme_png, resize_canvas, wait_for_images
+from harness.browser import HIDE_CHROME, PICTURE_SETTINGS, canvas_png, fit_graph, graph_bounds, launch, load_workflow, next_frames, open_frontend, readme_png, resize_canvas, wait_for_images
 from harness.server import ComfyServer
 from harness.template_cards import template_card
 from pipelines.comfyui import ROOT, find_comfyui
@@ -42,6 +43,31 @@ def cards(workflows: list[Path], results: Path | None) -> list[Path]:
     return written
 
 
+def show_whole_canvas(page) -> None:
+    """Grow the viewport until the canvas ends inside it: the frontend keeps the canvas at a minimum height, and a
+    screenshot stops at the viewport's edge, so a short graph fitted to the whole canvas was cut off at the bottom."""
+    box, viewport = page.locator("#graph-canvas").bounding_box(), page.viewport_size
+    overflow = math.ceil(box["y"] + box["height"] - viewport["height"])
+    if overflow > 0:
+        page.set_viewport_size({"width": viewport["width"], "height": viewport["height"] + overflow})
+        next_frames(page, 3)
+
+
+def frame_graph(page, tries: int = 5) -> None:
+    """Size the canvas to the graph at DOCS_ZOOM and fit the graph in it, measuring again after each fit until the
+    bounds hold: a node the frontend has not drawn yet may still grow to fit its widgets when the fit draws it."""
+    bounds = graph_bounds(page)
+    for _ in range(tries):
+        _, _, width, height = bounds
+        zoom = min(DOCS_ZOOM, (DOCS_MAX_WIDTH - 48) / width)
+        resize_canvas(page, round(width * zoom + 48), round(height * zoom + 48))
+        show_whole_canvas(page)
+        fit_graph(page, margin=24)
+        bounds, before = graph_bounds(page), bounds
+        if bounds == before:
+            return
+
+
 def graph_pictures(url: str, workflows: list[Path], docs_dir: Path = DOCS_IMAGES) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
@@ -57,10 +83,7 @@ def graph_pictures(url: str, workflows: list[Path], docs_dir: Path = DOCS_IMAGES
             if missing:
                 raise RuntimeError(f"{path.name}: the frontend has no node type {missing}")
             wait_for_images(page)
-            _, _, width, height = graph_bounds(page)
-            zoom = min(DOCS_ZOOM, (DOCS_MAX_WIDTH - 48) / width)
-            resize_canvas(page, round(width * zoom + 48), round(height * zoom + 48))
-            fit_graph(page, margin=24)
+            frame_graph(page)
             target = docs_dir / f"{path.stem}.png"
             target.write_bytes(readme_png(canvas_png(page)))
             written.append(target)
