@@ -6,4 +6,5 @@
     bench.py         ALE-Bench's folder layout: images, masks, prompts, results
     report.py        ALE's CSV, means per object count and edit type, Table 1 beside the paper
     card.py          the Leakage Metrics node's table, as markdown and as a picture
+    fonts.py         the font every picture of the pack is drawn with (DejaVu Sans, from matplotlib)
 """

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from .ale_metrics import METRICS, EditScores
+from .fonts import font as card_font
 from .report import HEADS, markdown_table, means, number
 
 BETTER = "lower is better: TELS, TILS, structure distance, LPIPS, MSE; higher: the others"
@@ -12,7 +13,7 @@ BETTER = "lower is better: TELS, TILS, structure distance, LPIPS, MSE; higher: t
 
 def table_card(rows: list[list[str]], notes: list[str] = (), font_size: int = 14, margin: int = 10, gap: int = 16) -> np.ndarray:
     """``rows`` of cells in aligned columns (the first row bold-ruled as a head), then ``notes`` lines; float32 H x W x 3."""
-    font = ImageFont.load_default(size=font_size)
+    font = card_font(font_size)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     width = lambda text: probe.textbbox((0, 0), text or " ", font=font)[2]
     columns = [max(width(row[c]) for row in rows if c < len(row)) for c in range(max(map(len, rows), default=0))]
@@ -47,5 +48,4 @@ def scores_table(scores: list[EditScores], targets: list[str], notes: list[str] 
         body.append(["mean", *(number(c, v) for c, v in means(rows, columns).items())])
     head = ["image", *(HEADS.get(c, c) for c in columns)]
     text = markdown_table(head, body) + "".join(f"\n\n{note}" for note in notes)
-    plain = [h.replace(" ↓", "").replace(" ↑", "") for h in head]  # the card's font has no arrows
-    return text, table_card([plain, *body], [BETTER, *notes])
+    return text, table_card([head, *body], [BETTER, *notes])

@@ -9,9 +9,10 @@
     edit_worker.py         the batch command's Ray edit worker: that executor in a Ray worker process, files in and out as bytes
     ray_cluster.py         a multi-node Ray cluster on loopback, for the Ray mode's tests and benchmark
     ale_bench.py           the ALE-Bench runner's work: ALE's protocol on a workflow, the edits run and scored
-    server.py              ComfyUI's real server on loopback, in a scratch base folder
+    server.py              ComfyUI's real server on loopback, in a scratch base folder; its memory sampled, /free
     browser.py             Chromium driving ComfyUI's frontend (Playwright)
-    ui_workflow.py         the UI-format twin of an API-format workflow
+    ui_workflow.py         the UI-format twin of an API-format workflow (groups, the canvas note, the opening view)
+    template_cards.py      the template browser's picture of each template (scripts/thumbnails.py writes them)
     editing.py, gsam_models.py, batches.py   test material: the example edit, tiny Grounded-SAM models, batches
     fixtures.py            the pytest fixtures every tier shares (tests/conftest.py loads it)
     custom_nodes/          test-only node files the test server loads

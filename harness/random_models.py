@@ -83,6 +83,12 @@ def unet_config(kind: str = "sd15", size: str = "tiny"):
     return comfy.supported_models.SDXL(config)
 
 
+def unet_model(kind: str = "sd15", size: str = "tiny"):
+    """ComfyUI's SD1.5 or SDXL model (``comfy.model_base``) of that shape, its weights not initialised (ComfyUI's ops
+    leave them as allocated; under ``torch.device("meta")`` they take no memory)."""
+    return unet_config(kind, size).get_model({})
+
+
 def controlnet_model(kind: str = "sd15", size: str = "tiny", seed: int = 0) -> torch.nn.Module:
     """ComfyUI's ControlNet (comfy/cldm/cldm.py) for the UNet of that shape, as its loader builds it (the UNet's config
     without ``out_channels``, an RGB hint), with random weights."""

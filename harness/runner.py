@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipelines.client import execution_message, validation_message
 from pipelines.comfyui import ROOT
-from pipelines.slots import WorkflowError, find_slots
+from pipelines.slots import PACK_PREFIX, WorkflowError, is_link
 
 from . import comfy_env
 
@@ -91,14 +91,27 @@ class Runner:
 
 
 def set_inputs(graph: dict, edits: str | None = None, steps: int | None = None, ckpt_name: str | None = None) -> dict:
-    """A copy of ``graph`` with the edit list, step count and checkpoint put where pipelines/slots.py finds them."""
-    slots = find_slots(graph, "the workflow")
-    settings = {name: value for name, value in (("steps", steps), ("ckpt", ckpt_name)) if value is not None}
-    problems = slots.problems(set(settings), False, set())
+    """A copy of ``graph`` with the edit list in the pack's encoder, the step count in every sampler and scheduler and
+    the checkpoint in every checkpoint loader (the measuring template's two samplers, LeakFree and unpatched, stay
+    alike). Raises WorkflowError when no node takes one of them, or two encoders could take the edit list."""
+    graph = json.loads(json.dumps(graph))
+    problems = []
+    if edits is not None:
+        encoders = [n for n, node in graph.items() if node["class_type"].startswith(PACK_PREFIX) and isinstance(node["inputs"].get("edits"), str)]
+        if len(encoders) == 1:
+            graph[encoders[0]]["inputs"]["edits"] = edits
+        else:
+            problems.append(f"{len(encoders) or 'no'} nodes of the pack take the edit list ('edits'){': ' + ', '.join(encoders) if encoders else ''}")
+    for name, value in (("steps", steps), ("ckpt_name", ckpt_name)):
+        if value is None:
+            continue
+        takers = [node for node in graph.values() if name in node["inputs"] and not is_link(node["inputs"][name])]
+        if not takers:
+            problems.append(f"no node takes '{name}'")
+        for node in takers:
+            node["inputs"][name] = value
     if problems:
         raise WorkflowError("the workflow", problems)
-    graph = json.loads(json.dumps(graph))
-    slots.apply(graph, edits, settings)
     return graph
 
 

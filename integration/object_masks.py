@@ -3,6 +3,7 @@ preview, and the warnings the user sees in the app (on the preview, on the node,
 from __future__ import annotations
 
 import logging
+import textwrap
 
 import torch
 
@@ -14,6 +15,9 @@ from .errors import NodeInputError
 
 log = logging.getLogger("LeakFreeEdit")
 SMALL_OWN_SHARE = 0.25  # below this share of its own area an object is hardly edited
+# The frontend shows a node's progress text with CSS ``break-all`` (frontend 1.27.10's TextPreviewWidget): a line wider
+# than the node breaks inside a word. Lines of at most this many characters fit a node of the default width whole.
+NODE_TEXT_COLUMNS = 34
 
 
 def object_names(plan: EditPlan) -> list[str]:
@@ -73,6 +77,12 @@ def painted_object_masks(given: list[torch.Tensor], image: torch.Tensor | None, 
     return masks, background_mask(masks), preview.unsqueeze(0), warnings
 
 
+def node_text(warnings: list[str]) -> str:
+    """The warnings as the node shows them: each one starting with "!", broken into lines at spaces (see NODE_TEXT_COLUMNS)."""
+    return "\n".join(line for warning in warnings
+                     for line in textwrap.wrap(f"! {warning}", NODE_TEXT_COLUMNS, break_long_words=False, break_on_hyphens=False))
+
+
 def show_warnings(node: str, warnings: list[str], unique_id=None) -> dict:
     """Log ``warnings``, show them on the node in the app (ComfyUI's progress text) and return them as the node's UI
     output (kept in the prompt's history for API clients)."""
@@ -83,5 +93,5 @@ def show_warnings(node: str, warnings: list[str], unique_id=None) -> dict:
 
         server = getattr(PromptServer, "instance", None)
         if server is not None:
-            server.send_progress_text("\n".join(f"! {w}" for w in warnings), unique_id)
+            server.send_progress_text(node_text(warnings), unique_id)
     return {"leakfree_warnings": list(warnings)}

@@ -1,6 +1,9 @@
-// LeakFreeEdit web extension: live edit-list feedback and mask inputs that grow as you connect them.
+// LeakFreeEdit web extension: live edit-list feedback, mask inputs that grow as you connect them, and the pack's cards
+// in the template browser (ordered, titled, described: templates.js).
+import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { parseEdits, summary } from "./edit_list.js";
+import { installTemplateBrowser } from "./templates.js";
 
 const ENCODERS = new Set(["LeakFreeObjectRestrictedEncode", "LeakFreeObjectRestrictedEncodeFlux"]);
 const PAINTED_MASKS = "LeakFreeObjectMasksPainted";
@@ -93,8 +96,14 @@ function growMaskInputs(nodeType) {
   };
 }
 
+// The pack's folder as ComfyUI serves it (/extensions/<folder>/leakfree_edit.js): the template index names it so.
+const PACK = decodeURIComponent(new URL(import.meta.url).pathname.split("/").at(-2));
+
 app.registerExtension({
   name: "LeakFreeEdit.UI",
+  setup() {
+    installTemplateBrowser(api, PACK, async () => (await fetch(new URL("./templates.json", import.meta.url))).json());
+  },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (ENCODERS.has(nodeData.name)) showEditSummary(nodeType);
     if (nodeData.name === PAINTED_MASKS) growMaskInputs(nodeType);

@@ -6,9 +6,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from ..evaluation.fonts import font as text_font
 from .ops import PREVIEW_COLORS, preview_overlay
+
+WARNING_SHARE = 0.25  # the most of a preview's height the warning strip may cover: the masks stay visible
 
 
 def wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
@@ -29,21 +32,32 @@ def label_anchor(mask: torch.Tensor) -> tuple[int, int]:
     return (int(cols.min()), int(rows.min())) if len(rows) else (0, 0)
 
 
+def fit_lines(draw: ImageDraw.ImageDraw, lines: list[str], font, width: int, count: int) -> list[str]:
+    """The first ``count`` of ``lines``, the last one shown cut with "…" when lines were left out."""
+    if len(lines) <= count:
+        return lines
+    kept, last = lines[: max(count, 1)], lines[max(count, 1) - 1]
+    while last and draw.textlength(last + " …", font=font) > width:
+        last = last[:-1]
+    return kept[:-1] + [last.rstrip() + " …"]
+
+
 def labelled_preview(image: torch.Tensor, masks: torch.Tensor, labels: list[str], warnings: list[str] = ()) -> torch.Tensor:
-    """``image`` ``[H, W, 3]`` tinted by ``masks`` ``[N, H, W]``, each label on a tag in its mask's colour, and each
-    warning on a dark strip along the bottom edge."""
+    """``image`` ``[H, W, 3]`` tinted by ``masks`` ``[N, H, W]``, each label on a tag in its mask's colour, and the
+    warnings on a dark strip along the bottom edge, wrapped at spaces and cut to at most :data:`WARNING_SHARE` of the
+    height (the node shows them in full)."""
     tinted = preview_overlay(image, masks)
     canvas = Image.fromarray((tinted * 255).round().to(torch.uint8).cpu().numpy())
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=max(10, min(canvas.size) // 40))
-    bottom = canvas.size[1]
-    for warning in reversed(list(warnings)):
-        lines = wrap(draw, "! " + warning, font, canvas.size[0] - 8)
-        top = bottom - len(lines) * (font.size + 4) - 4
-        draw.rectangle((0, top, canvas.size[0], bottom), fill=(40, 0, 0))
+    font = text_font(max(9, min(canvas.size) // 40))
+    step = font.size + 3
+    if warnings:
+        lines = [line for warning in warnings for line in wrap(draw, "! " + warning, font, canvas.size[0] - 8)]
+        lines = fit_lines(draw, lines, font, canvas.size[0] - 8, int(canvas.size[1] * WARNING_SHARE - 4) // step)
+        top = canvas.size[1] - len(lines) * step - 4
+        draw.rectangle((0, top, canvas.size[0], canvas.size[1]), fill=(40, 0, 0))
         for number, line in enumerate(lines):
-            draw.text((4, top + 2 + number * (font.size + 4)), line, fill=(255, 200, 120), font=font)
-        bottom = top
+            draw.text((4, top + 2 + number * step), line, fill=(255, 200, 120), font=font)
     taken: set[tuple[int, int]] = set()
     for index, (mask, label) in enumerate(zip(masks, labels)):
         color = tuple(round(255 * c) for c in PREVIEW_COLORS[index % len(PREVIEW_COLORS)])
@@ -86,7 +100,7 @@ def heat_panel(image: torch.Tensor, heat: torch.Tensor, mask: torch.Tensor, labe
     out[outline] = 1.0
     canvas = Image.fromarray((out.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=max(10, min(canvas.size) // 22))
+    font = text_font(max(10, min(canvas.size) // 22))
     left, top, right, bottom = draw.textbbox((4, 4), label, font=font)
     draw.rectangle((left - 3, top - 3, right + 3, bottom + 3), fill=(0, 0, 0))
     draw.text((4, 4), label, fill=(255, 255, 255), font=font)

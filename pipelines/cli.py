@@ -43,7 +43,7 @@ from .ray_dispatch import NoRay, RayDispatcher
 from .jobs import Job, ManifestError, check_defaults, make_job, read_manifest
 from .slots import MASK_INPUTS, WorkflowError, describe, find_slots, load_workflow
 
-WORKFLOWS = ROOT / "api_workflows"
+WORKFLOWS = ROOT / "workflows" / "api"
 PAINTED_WORKFLOW = WORKFLOWS / "edit_painted_masks_sd15.json"
 DETECT_WORKFLOW = WORKFLOWS / "edit_grounded_sam_sd15.json"
 

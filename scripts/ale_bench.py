@@ -4,13 +4,13 @@ benchmark's; the run's row names its subset), with the means per half, object co
 
     python3 -m scripts.ale_bench --bench /path/to/ALE/ale_bench --ckpt ~/models/checkpoints/dreamshaper_7.safetensors
     python3 -m scripts.ale_bench --bench ../shared/ale_bench --objects 2 --types color --images artificial_img03 --masks bench
-    python3 -m scripts.ale_bench --bench ../shared/ale_bench --protocol workflow --workflow api_workflows/edit_painted_masks_sd15.json
+    python3 -m scripts.ale_bench --bench ../shared/ale_bench --protocol workflow --workflow workflows/api/edit_painted_masks_sd15.json
     python3 -m scripts.ale_bench --bench /path/to/ale_bench --evaluate-only /path/to/ALE/results   # score existing edits
 
 --bench is a folder in ALE-Bench's layout (images/, masks/<image>/<object>_mask.png, prompts/<n>/<type>/*.json).
 
 --protocol ale (the default) is ALE-Edit's run_ale_bench.py (RB) and ale/edit.py (ED) at b57e21e, with the pack's nodes:
-the dual-branch LCM workflow (api_workflows/edit_dual_branch_lcm_sd15.json: ORE, RGB-CAM, the dual-branch guider, the
+the dual-branch LCM workflow (workflows/api/edit_dual_branch_lcm_sd15.json: ORE, RGB-CAM, the dual-branch guider, the
 lcm sampler on the simple schedule), 15 steps (ED:33), target CFG 2 / source CFG 1 (ED:31-32), both branches from pure
 noise and ALE's background blend, the self-attention lock of each prompt's editing types (RB:9-21, 101-102), masks by
 Grounded-SAM with box 0.45 / text 0.4 / dilation 4 % (ED:37-40) -- or, with --masks bench, the benchmark's hand masks
@@ -20,7 +20,7 @@ ALE used LCM Dreamshaper v7: give its single-file checkpoint with --lcm-lora non
 LoRA (the workflow's default, lcm-lora-sdv1-5.safetensors in models/loras). --size, --steps and --seed override the
 protocol for a quick run; the report lists every difference from ALE's protocol.
 
---protocol workflow runs any API workflow (--workflow, default api_workflows/edit_painted_masks_sd15.json): each edit's
+--protocol workflow runs any API workflow (--workflow, default workflows/api/edit_painted_masks_sd15.json): each edit's
 image and edit list, a painted-masks node the benchmark's masks (one LoadImageMask per object), a Dual-Branch guider the
 prompt's self-attention schedule, samplers the seed and --steps, KSampler --cfg; images resized to --size with LANCZOS;
 --pixel-composite puts the source pixels back after decoding.

@@ -2,14 +2,17 @@
 
     python3 -m scripts.run_workflow                       # the painted-masks example on a random-weight SD1.5 checkpoint
     python3 -m scripts.run_workflow --ckpt ~/models/checkpoints/dreamshaper_8.safetensors
-    python3 -m scripts.run_workflow api_workflows/edit_grounded_sam_sd15.json --edits "tree -> tree with golden leaves" --steps 20
+    python3 -m scripts.run_workflow workflows/api/edit_grounded_sam_sd15.json --edits "tree -> tree with golden leaves" --steps 20
 
 The graph runs in this process on the ComfyUI found by pipelines/comfyui.py (the one the pack
 is installed in, or the cached ComfyUI 0.3.64), with the pack loaded by ComfyUI's own loader
 and models from that ComfyUI's model folders. With no --ckpt, the checkpoint is a random-weight
 SD1.5 file in the original single-file layout, written into a scratch folder that goes at the end
-with the resized inputs of --size (the image is noise, but every loader and node runs for real). Input files are looked up in --input-dir
-(default: example_inputs/), images are saved to --output-dir.
+with the resized inputs of --size (the image is noise, but every loader and node runs for real);
+without a GPU that runs at the quick size, 128 px and 2 steps, unless --size or --steps say
+otherwise. Input files are looked up in --input-dir (default: example_inputs/), images are saved
+to --output-dir, previews (the mask preview) to its previews/ folder; the last lines say where
+each one is.
 """
 import argparse
 import json
@@ -23,7 +26,8 @@ from harness.runner import Runner, scale_inputs, set_inputs
 from pipelines.comfyui import ROOT
 from pipelines.slots import WorkflowError
 
-DEFAULT_WORKFLOW = ROOT / "api_workflows" / "edit_painted_masks_sd15.json"
+DEFAULT_WORKFLOW = ROOT / "workflows" / "api" / "edit_painted_masks_sd15.json"
+QUICK_SIZE, QUICK_STEPS = 128, 2  # the random checkpoint without a GPU: a minute on 2 cores, not 20 at 512 px and 25 steps
 
 
 def main(argv=None) -> int:
@@ -33,10 +37,14 @@ def main(argv=None) -> int:
     parser.add_argument("--input-dir", type=Path, default=ROOT / "example_inputs", help="where LoadImage/LoadImageMask files are")
     parser.add_argument("--output-dir", type=Path, default=Path("output"), help="where SaveImage writes")
     parser.add_argument("--edits", help="replace the edit list (one 'source -> target' per line; '\\n' separates lines)")
-    parser.add_argument("--steps", type=int, help="replace the sampler's step count")
+    parser.add_argument("--steps", type=int, help="replace the step count of every sampler and scheduler")
     parser.add_argument("--size", type=int, help="run at this square size: input images resized, image-scale nodes set")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if args.ckpt and not args.ckpt.is_file():
+        print(f"error: no file at {args.ckpt} (--ckpt names your checkpoint file, e.g. "
+              "ComfyUI/models/checkpoints/v1-5-pruned-emaonly.safetensors; leave it out to run a random-weight SD1.5 checkpoint)", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="leakfree-run-workflow-") as scratch:
         return run(args, Path(scratch))
 
@@ -44,6 +52,7 @@ def main(argv=None) -> int:
 def run(args, scratch: Path) -> int:
     comfy_env.prepare_comfy(base_directory=None)
     import folder_paths
+    import torch
 
     if args.ckpt:
         folder_paths.add_model_folder_path("checkpoints", str(args.ckpt.resolve().parent), is_default=True)
@@ -52,8 +61,13 @@ def run(args, scratch: Path) -> int:
 
         random_checkpoint = model_files.write_model_files(scratch / "models", only=("checkpoints",))["checkpoints"]
         folder_paths.add_model_folder_path("checkpoints", str(random_checkpoint.parent), is_default=True)
+        if not torch.cuda.is_available() and args.size is None and args.steps is None:
+            args.size, args.steps = QUICK_SIZE, QUICK_STEPS
+            print(f"no GPU and no --ckpt: the random-weight checkpoint at the quick size, {QUICK_SIZE} px and {QUICK_STEPS} steps "
+                  "(its picture is noise either way; --size and --steps run another size)", flush=True)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     folder_paths.set_output_directory(str(args.output_dir.resolve()))
+    folder_paths.set_temp_directory(str((args.output_dir / "previews").resolve()))
     try:
         graph = set_inputs(json.loads(args.workflow.read_text()), args.edits.replace("\\n", "\n") if args.edits else None, args.steps,
                            args.ckpt.name if args.ckpt else None)
@@ -72,8 +86,13 @@ def run(args, scratch: Path) -> int:
     if not result.success:
         print(f"failed after {result.seconds:.1f} s: {result.error}", file=sys.stderr)
         return 1
-    saved = [image["filename"] for output in result.outputs.values() for image in output.get("images", []) if image.get("type") == "output"]
-    print(f"done in {result.seconds:.1f} s: {len(saved)} image(s) in {args.output_dir}/: {', '.join(saved)}")
+    print(f"done in {result.seconds:.1f} s")
+    folders = {"output": Path(folder_paths.get_output_directory()), "temp": Path(folder_paths.get_temp_directory())}
+    for node_id, output in result.outputs.items():
+        for image in output.get("images", []):
+            if image.get("type") in folders:
+                title = graph[node_id].get("_meta", {}).get("title", graph[node_id]["class_type"])
+                print(f"{title}: {folders[image['type']] / image.get('subfolder', '') / image['filename']}")
     return 0
 
 

@@ -40,8 +40,6 @@ if ! python3 -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('tor
   installed+=(torch torchvision)
 fi
 install_unmet "ComfyUI's requirements" "$comfy/requirements.txt" --skip torch torchvision torchaudio
-# The server imports requests, which ComfyUI's requirements.txt does not list.
-install_unmet "what ComfyUI's server imports" <(echo requests)
 install_unmet "the pack's and the tests' requirements" requirements-dev.txt
 missing=$(python3 -m harness.comfy_env unmet requirements-nodeps.txt)
 if [ -n "$missing" ]; then

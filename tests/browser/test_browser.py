@@ -1,7 +1,7 @@
 """The pack in ComfyUI's real frontend (comfyui-frontend-package, served by the ``comfy_server`` fixture), in headless Chromium.
 
-- every UI workflow in example_workflows/ loads as drag-and-drop does, every node type registered, and the frontend's
-  own API conversion of it is its twin in api_workflows/;
+- every UI workflow in workflows/ loads as drag-and-drop does, every node type registered, and the frontend's
+  own API conversion of it is its twin in workflows/api/;
 - the web extension: the edit-list status line of Object-Restricted Encode (read back from what the canvas draws,
   in full at the node's default size) and the mask inputs of Object Masks from Painted Masks that grow as masks
   are connected;
@@ -25,11 +25,13 @@ from pathlib import Path
 import pytest
 
 from harness import browser as chromium  # launching Chromium, opening the frontend, loading a workflow
+from harness.template_cards import SIZE as CARD_SIZE
 from pipelines.comfyui import ROOT
 
 PACK_FOLDER = "ComfyUI-LeakFreeEdit"
-UI_WORKFLOWS = sorted((ROOT / "example_workflows").glob("*.json"))
+UI_WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 STEMS = [path.stem for path in UI_WORKFLOWS]
+TEMPLATES = json.loads((ROOT / "js" / "templates.json").read_text())  # the template browser's order and card texts
 REQUIRE = os.environ.get("LEAKFREE_REQUIRE_BROWSER") == "1"
 
 # Thrown by frontend 1.27.10 itself on every page load, with or without custom nodes.
@@ -225,10 +227,12 @@ def test_ui_workflow_loads_with_every_node_registered_and_converts_to_its_api_tw
     assert missing == [], f"the frontend reports missing node types: {missing}"
     nodes = page.evaluate(
         """() => app.graph.nodes.map((n) => ({ id: n.id, type: n.type, registered: n.type in LiteGraph.registered_node_types,
-                                               defined: n.constructor.nodeData?.name === n.type, has_errors: !!n.has_errors }))"""
+                                               defined: n.constructor.nodeData?.name === n.type || n.isVirtualNode === true,
+                                               has_errors: !!n.has_errors }))"""
     )
     assert sorted(n["id"] for n in nodes) == sorted(n["id"] for n in workflow["nodes"])
-    # A type the frontend does not know becomes a bare LGraphNode placeholder with has_errors (LGraph.configure).
+    # A type the frontend does not know becomes a bare LGraphNode placeholder with has_errors (LGraph.configure). The
+    # template's note is the frontend's own MarkdownNote: a virtual node, with no server definition.
     broken = [n for n in nodes if not (n["registered"] and n["defined"]) or n["has_errors"]]
     assert not broken, f"nodes the frontend could not build: {broken}"
     assert page.evaluate("app.graph.links.size ?? Object.keys(app.graph.links).length") == len(workflow["links"])
@@ -238,9 +242,9 @@ def test_ui_workflow_loads_with_every_node_registered_and_converts_to_its_api_tw
     e2e_report[f"workflow screenshots saved in {shot.parent}"] += 1
 
     output = page.evaluate("async () => (await app.graphToPrompt()).output")
-    twin = json.loads((ROOT / "api_workflows" / path.name).read_text())
+    twin = json.loads((ROOT / "workflows" / "api" / path.name).read_text())
     difference = prompt_difference(twin, output)
-    assert not difference, f"app.graphToPrompt() of {path.name} is not api_workflows/{path.name}:\n" + "\n".join(difference)
+    assert not difference, f"app.graphToPrompt() of {path.name} is not workflows/api/{path.name}:\n" + "\n".join(difference)
     assert not frontend.log.since(mark), "\n".join(frontend.log.since(mark))
     e2e_report["UI workflows loaded in Chromium with every node registered"] += 1
     e2e_report["UI workflows whose frontend API conversion equals their API twin"] += 1
@@ -276,7 +280,7 @@ def assert_shown_in_full(frontend, node_id: int, says: str) -> dict:
 
 def test_edit_list_feedback_is_shown_in_full_while_typing(frontend, e2e_report):
     page, mark = frontend.page, frontend.log.mark()
-    workflow = json.loads((ROOT / "example_workflows" / "edit_painted_masks_sd15.json").read_text())
+    workflow = json.loads((ROOT / "workflows" / "edit_painted_masks_sd15.json").read_text())
     assert frontend.load(workflow) == []
     shipped = next(n for n in workflow["nodes"] if n["type"] == ENCODE)
     node_id = shipped["id"]
@@ -344,7 +348,7 @@ def drag_link(frontend, source: int, target: int, input_name: str) -> None:
 
 def test_mask_inputs_grow_as_masks_are_connected(frontend, e2e_report):
     page, mark = frontend.page, frontend.log.mark()
-    workflow = json.loads((ROOT / "example_workflows" / "edit_painted_masks_sd15.json").read_text())
+    workflow = json.loads((ROOT / "workflows" / "edit_painted_masks_sd15.json").read_text())
     assert frontend.load(workflow) == []
     shipped = next(n for n in workflow["nodes"] if n["type"] == PAINTED_MASKS)
     assert mask_inputs(page, shipped["id"]) == ["mask_1*", "mask_2*", "mask_3"]  # as loaded: one free input
@@ -368,9 +372,57 @@ def test_mask_inputs_grow_as_masks_are_connected(frontend, e2e_report):
     e2e_report["mask inputs added by dragging a MASK link in Chromium"] += len(ids["sources"])
 
 
+def progress_texts(page) -> list[dict]:
+    """Every node progress text the frontend shows (its TextPreviewWidget: a span in a CSS break-all box): its words,
+    the words the browser broke across two lines, and its width."""
+    return page.evaluate(
+        r"""() => [...document.querySelectorAll('.break-all > span')].map((span) => {
+            const split = [], words = [];
+            const walker = document.createTreeWalker(span, NodeFilter.SHOW_TEXT);
+            for (let text = walker.nextNode(); text; text = walker.nextNode()) {
+                for (const match of text.data.matchAll(/\S+/g)) {
+                    const range = document.createRange();
+                    range.setStart(text, match.index);
+                    range.setEnd(text, match.index + match[0].length);
+                    const tops = new Set([...range.getClientRects()].filter((r) => r.width > 0).map((r) => Math.round(r.top)));
+                    words.push(match[0]);
+                    if (tops.size > 1) split.push(match[0]);
+                }
+            }
+            return { words, split, width: span.getBoundingClientRect().width };
+        })"""
+    )
+
+
+def test_mask_warnings_on_the_node_break_between_words(frontend, e2e_report):
+    """The frontend shows a node's progress text with CSS break-all: the pack sends its warnings in lines short enough
+    that no word is broken, on the template's node and on one made from the node library at its default size."""
+    import torch
+    from leakfree_edit.integration.object_masks import node_text
+    from leakfree_edit.masking.quality import mask_problems
+
+    page, mark = frontend.page, frontend.log.mark()
+    _, warnings = mask_problems(torch.ones(2, 64, 64), ["'wolf' (line 1)", "'moon' (line 2)"])  # two masks over the whole image
+    assert warnings
+    workflow = json.loads((ROOT / "workflows" / "edit_painted_masks_sd15.json").read_text())
+    assert frontend.load(workflow) == []
+    shipped = next(n["id"] for n in workflow["nodes"] if n["type"] == PAINTED_MASKS)
+    fresh = page.evaluate("() => { const n = LiteGraph.createNode('LeakFreeObjectMasksPainted'); n.pos = [0, 3000]; app.graph.add(n); return n.id; }")
+    for node_id in (shipped, fresh):
+        page.evaluate("([id, text]) => app.api.dispatchCustomEvent('progress_text', { nodeId: String(id), text })", [node_id, node_text(warnings)])
+    chromium.next_frames(page, 3)
+    shown = progress_texts(page)
+    assert len(shown) == 2, f"the nodes show {len(shown)} progress texts, not 2"
+    for text in shown:
+        assert text["words"] == " ".join(f"! {w}" for w in warnings).split()
+        assert not text["split"], f"words broken across lines at {text['width']:.0f} px: {text['split']}"
+        e2e_report["warning texts shown on a node without a broken word"] += 1
+    assert not frontend.log.since(mark), "\n".join(frontend.log.since(mark))
+
+
 # --- 3. the template browser ---------------------------------------------------------------------------------------
 
-def test_template_index_lists_exactly_the_example_workflows(comfy_server, e2e_report):
+def test_template_index_lists_exactly_the_ui_workflows(comfy_server, e2e_report):
     answer = comfy_server.get("/workflow_templates")
     assert answer.status_code == 200
     assert sorted(answer.json().get(PACK_FOLDER, [])) == STEMS, answer.json()
@@ -383,19 +435,22 @@ def test_template_routes_serve_the_workflow_and_its_thumbnail(comfy_server, stem
 
     workflow = comfy_server.get(f"/api/workflow_templates/{PACK_FOLDER}/{stem}.json")
     assert workflow.status_code == 200, f"{workflow.request.url} answered {workflow.status_code}"
-    assert workflow.json() == json.loads((ROOT / "example_workflows" / f"{stem}.json").read_text())
+    assert workflow.json() == json.loads((ROOT / "workflows" / f"{stem}.json").read_text())
     thumbnail = comfy_server.get(f"/api/workflow_templates/{PACK_FOLDER}/{stem}.jpg")
     assert thumbnail.status_code == 200, f"{thumbnail.request.url} answered {thumbnail.status_code} (run scripts/thumbnails.py)"
     assert thumbnail.headers["Content-Type"] == "image/jpeg"
     with Image.open(io.BytesIO(thumbnail.content)) as image:
-        assert image.format == "JPEG" and image.size == chromium.THUMBNAIL
+        assert image.format == "JPEG" and image.size == CARD_SIZE
     e2e_report["template fetches answered 200"] += 2
 
 
 def test_template_browser_opens_each_pack_template(frontend, e2e_report):
+    """Every card in js/templates.json's order (the recommended first template first) with its title and description,
+    its thumbnail shown; clicked, the template opens with no missing node, at its opening view with the note in sight."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     page, mark = frontend.page, frontend.log.mark()
+    texts = {t["name"]: t for t in TEMPLATES}
     for stem, path in zip(STEMS, UI_WORKFLOWS):
         page.evaluate("app.extensionManager.command.execute('Comfy.BrowseTemplates')")
         content = page.locator('[data-testid="template-workflows-content"]')
@@ -406,11 +461,15 @@ def test_template_browser_opens_each_pack_template(frontend, e2e_report):
         assert option.get_attribute("aria-selected") == "true"
         card = content.locator(f'[data-testid="template-workflow-{stem}"]')
         card.wait_for()
-        assert sorted(content.locator('[data-testid^="template-workflow-"]').evaluate_all(
-            "(cards) => cards.map((c) => c.dataset.testid.slice('template-workflow-'.length))")) == STEMS
-        # The thumbnail: fetched, cached as a blob and decoded by the card's <img>, lazily, once the card is in view (the
-        # cards run to a third row from 7 templates on).
-        card.scroll_into_view_if_needed()
+        card.scroll_into_view_if_needed()  # cards load their thumbnails lazily, once in view (a third row from 7 templates on)
+        shown = content.locator('[data-testid^="template-workflow-"]').evaluate_all(
+            "(cards) => cards.map((c) => c.dataset.testid.slice('template-workflow-'.length))")
+        assert shown == [t["name"] for t in TEMPLATES], "the cards are not in js/templates.json's order"
+        page.wait_for_function(
+            """([stem, title]) => document.querySelector(`[data-testid="template-workflow-${stem}"] h3`)?.textContent === title""",
+            arg=[stem, texts[stem]["title"]], timeout=5_000)
+        assert card.locator("p").inner_text() == texts[stem]["description"]
+        # The thumbnail: fetched, cached as a blob and decoded by the card's <img>.
         try:
             page.wait_for_function(
                 """(stem) => { const img = document.querySelector(`[data-testid="template-workflow-${stem}"] img`);
@@ -427,8 +486,20 @@ def test_template_browser_opens_each_pack_template(frontend, e2e_report):
         assert page.evaluate("window.__leakfreeMissing.last") == []
         chromium.next_frames(page)
         no_dialog(page)
-        assert page.evaluate("app.graph.nodes.length") == len(json.loads(path.read_text())["nodes"])
+        workflow = json.loads(path.read_text())
+        assert page.evaluate("app.graph.nodes.length") == len(workflow["nodes"])
         assert page.evaluate("app.graph.nodes.every((n) => !n.has_errors && n.type in LiteGraph.registered_node_types)")
+        view = page.evaluate("[app.canvas.ds.scale, [...app.canvas.ds.offset]]")
+        assert view == [workflow["extra"]["ds"]["scale"], workflow["extra"]["ds"]["offset"]], "the template did not open at its view"
+        note = page.evaluate(
+            """() => { const n = app.graph.nodes.find((n) => n.type === 'MarkdownNote'), c = app.canvas.canvas;
+                       const [x0, y0] = app.canvas.ds.convertOffsetToCanvas([n.pos[0], n.pos[1]]);
+                       const [x1, y1] = app.canvas.ds.convertOffsetToCanvas([n.pos[0] + n.size[0], n.pos[1] + n.size[1]]);
+                       return { box: [x0, y0, x1, y1], canvas: [c.clientWidth, c.clientHeight] }; }""")
+        (x0, y0, x1, _), (width, height) = note["box"], note["canvas"]
+        assert 0 <= x0 and x1 <= width and 0 <= y0 < height / 3, f"the note is not in the opening view: {note}"
+        if stem == STEMS[0]:
+            frontend.screenshot("template_opened.png")
         e2e_report["templates opened from the frontend's template browser"] += 1
     assert not frontend.log.since(mark), "\n".join(frontend.log.since(mark))
 
@@ -473,7 +544,12 @@ def test_help_panel_shows_each_nodes_page(frontend, e2e_report):
             shown = page.evaluate("document.querySelector('.node-help-content')?.innerText.slice(0, 300) ?? '<no help panel>'")
             pytest.fail(f"the help panel of {key} does not open with {heading!r}; it shows: {shown!r}\n"
                         + "\n".join(frontend.log.since(mark)), pytrace=False)
+        wide = page.evaluate(
+            """() => [...document.querySelectorAll('.node-help-content, .node-help-content *')]
+                     .filter((e) => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible')
+                     .map((e) => `${e.tagName} ${e.scrollWidth} > ${e.clientWidth} px: ${e.textContent.slice(0, 60)}`)""")
+        assert not wide, f"the help page of {key} scrolls sideways in the panel: {wide}"
         if key == ENCODE:
             frontend.screenshot("help_panel.png")
-        e2e_report["node help pages shown in the help panel"] += 1
+        e2e_report["node help pages shown in the help panel, none scrolling sideways"] += 1
     assert not frontend.log.since(mark), "\n".join(frontend.log.since(mark))

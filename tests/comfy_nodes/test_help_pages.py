@@ -86,3 +86,23 @@ def test_no_page_for_a_class_that_does_not_exist(pack_nodes, docs):
     pages = [p.stem for p in docs.glob("*.md")] + [p.name for p in docs.iterdir() if p.is_dir()]  # docs/<NodeClass>/<locale>.md
     strays = sorted(set(pages) - keys)
     assert not strays, f"help pages for classes the pack does not register: {', '.join(strays)}"
+
+
+PANEL_COLUMNS = 23  # characters of a code block that fit ComfyUI's node help panel (frontend 1.27.10: a 221 px <pre>, 14 px monospace)
+
+
+def test_pages_are_written_for_the_narrow_help_panel(docs):
+    """The help panel is about 220 px wide: a markdown table wraps there word by word and a code block scrolls
+    sideways, so the pages use lists, and equations are inline code, which wraps at spaces (tests/browser checks that
+    nothing scrolls sideways in the real panel)."""
+    problems = []
+    for page in sorted(docs.glob("*.md")):
+        code = False
+        for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.startswith("```"):
+                code = not code
+            elif code and len(line) > PANEL_COLUMNS:
+                problems.append(f"{page.name}:{number}: a code line of {len(line)} characters (at most {PANEL_COLUMNS})")
+            elif not code and line.lstrip().startswith("|"):
+                problems.append(f"{page.name}:{number}: a table row (write a list: the panel is too narrow for columns)")
+    assert not problems, "\n".join(problems)

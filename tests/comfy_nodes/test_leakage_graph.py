@@ -23,7 +23,7 @@ ADDED = {
 def test_recorder_preview_composite_and_metrics_run_in_one_graph(server_base, tmp_path):
     import folder_paths
 
-    graph = json.loads((ROOT / "api_workflows" / "edit_painted_masks_sd15.json").read_text())
+    graph = json.loads((ROOT / "workflows" / "api" / "edit_painted_masks_sd15.json").read_text())
     graph = runner.set_inputs(runner.scale_inputs(graph, SIZE, ROOT / "example_inputs", tmp_path), steps=1)
     graph.update(json.loads(json.dumps(ADDED)))
     graph["11"]["inputs"]["model"] = ["20", 0]  # the sampler samples with the recording model

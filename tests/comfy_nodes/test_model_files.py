@@ -8,7 +8,7 @@ import torch
 
 from harness import model_files
 
-LCM_MODULES = 278
+LCM_MODULES, LCM_MODULES_SDXL = 278, 788
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +47,14 @@ def test_files_have_the_user_facing_names_and_layouts(written):
     models, paths = written
     assert {name: path.relative_to(models).as_posix() for name, path in paths.items()} == {
         "checkpoints": "checkpoints/v1-5-pruned-emaonly.safetensors",
+        "sdxl": "checkpoints/sd_xl_base_1.0.safetensors",
         "loras": "loras/lcm-lora-sdv1-5.safetensors",
+        "sdxl-lcm-lora": "loras/lcm-lora-sdxl.safetensors",
         "grounding-dino": "grounding-dino/groundingdino_swint_ogc.pth",
         "bert-base-uncased": "bert-base-uncased/vocab.txt",
         "sams": "sams/sam_vit_b_01ec64.pth",
         "flux": "diffusion_models/flux1-dev.safetensors",
+        "flux-schnell": "diffusion_models/flux1-schnell.safetensors",
         "flux-clip-l": "text_encoders/clip_l.safetensors",
         "flux-t5xxl": "text_encoders/t5xxl_fp16.safetensors",
         "flux-vae": "vae/ae.safetensors",
@@ -123,6 +126,42 @@ def test_lora_matches_every_key_and_changes_the_output(checkpoint, written, comf
     plain, patched = output(model), output(with_lora)
     assert torch.isfinite(patched).all()
     assert (patched - plain).abs().max() > 1e-3 * plain.abs().max()
+
+
+def test_sdxl_checkpoint_has_the_released_layout_and_its_lcm_lora_matches_every_module(written):
+    """The full-shape SDXL file as the released sd_xl_base_1.0.safetensors is laid out (UNet, CLIP-L and OpenCLIP-G
+    under conditioner.embedders, the VAE; fp16, 2.6 B + 0.8 B + 0.08 B parameters), and ComfyUI's LoRA key map for
+    SDXL takes every one of the SDXL LCM LoRA's 788 kohya modules. (The real server loads and runs both.)"""
+    import comfy.lora
+    import comfy.model_detection
+    import comfy.utils
+    from safetensors import safe_open
+
+    paths = written[1]
+    with safe_open(paths["sdxl"], "pt") as file:
+        shapes = {k: file.get_slice(k).get_shape() for k in file.keys()}
+        dtypes = {k: file.get_slice(k).get_dtype() for k in file.keys()}
+    assert {dtypes[k] for k in shapes if "position_ids" not in k and shapes[k]} == {"F16"}  # the weights; as released, 2 buffers are not
+    count = lambda prefix: sum(int(torch.Size(v).numel()) for k, v in shapes.items() if k.startswith(prefix))
+    assert round(count("model.diffusion_model.") / 1e9, 2) == 2.57
+    assert count("conditioner.embedders.0.") > 1.2e8 and count("conditioner.embedders.1.") > 6.9e8  # CLIP-L, OpenCLIP-G
+    assert shapes["conditioner.embedders.1.model.token_embedding.weight"] == [49408, 1280]
+    unet = {k.removeprefix("model.diffusion_model."): torch.empty(0) for k in shapes if k.startswith("model.diffusion_model.")}
+    detected = comfy.model_detection.model_config_from_unet(
+        {k: torch.empty(shapes["model.diffusion_model." + k], dtype=torch.float16, device="meta") for k in unet}, "")
+    assert type(detected).__name__ == "SDXL"
+    lora = comfy.utils.load_torch_file(str(paths["sdxl-lcm-lora"]), safe_load=True)
+    patches = comfy.lora.load_lora(lora, comfy.lora.model_lora_keys_unet(model_files.unet_on_meta("sdxl"), {}))
+    assert len(patches) == LCM_MODULES_SDXL and len(lora) == 3 * LCM_MODULES_SDXL
+
+
+def test_flux_schnell_file_is_detected_as_schnell(written):
+    import comfy.model_detection
+    import comfy.utils
+
+    state = comfy.utils.load_torch_file(str(written[1]["flux-schnell"]))
+    assert not any(k.startswith("guidance_in.") for k in state)
+    assert type(comfy.model_detection.model_config_from_unet(state, "")).__name__ == "FluxSchnell"
 
 
 def test_grounding_dino_loads_with_the_pack_loader(written):

@@ -13,7 +13,7 @@ from PIL import Image
 from harness import comfy_env, ui_workflow
 from pipelines.comfyui import ROOT
 
-API_WORKFLOWS = sorted((ROOT / "api_workflows").glob("*.json"))
+API_WORKFLOWS = sorted((ROOT / "workflows" / "api").glob("*.json"))
 RELEASE = Path(__file__).with_name("data") / "release_0.1.0"  # the workflows as the previous release shipped them
 MODEL_FOLDERS = ("checkpoints", "loras", "grounding-dino", "sams", "bert-base-uncased", "diffusion_models", "text_encoders", "vae")
 
@@ -62,8 +62,20 @@ def test_a_saved_workflow_of_the_previous_release_keeps_its_widgets(path, classe
 
 @pytest.mark.parametrize("path", API_WORKFLOWS, ids=lambda p: p.stem)
 def test_ui_twin_describes_the_same_graph(path, classes):
-    ui = ui_workflow.ui_path(path)
-    assert json.loads(ui.read_text()) == ui_workflow.to_ui(json.loads(path.read_text()), classes), f"regenerate: python3 -m scripts.ui_workflow {path}"
+    """The UI file holds the API twin's nodes, links and widget values (read back as the frontend does), and is exactly
+    what scripts/ui_workflow.py writes from the twin and its note (groups, note and opening view included)."""
+    ui, api = json.loads(ui_workflow.ui_path(path).read_text()), json.loads(path.read_text())
+    titles_only = {node_id: {**node, "_meta": {"title": node["_meta"]["title"]}} if "_meta" in node else node for node_id, node in api.items()}
+    assert ui_workflow.api_view(ui, classes) == titles_only, f"workflows/{path.name} is not the graph of its API twin"
+    assert ui == ui_workflow.to_ui(api, classes, ui_workflow.read_note(path)), f"regenerate: python3 -m scripts.ui_workflow {path}"
+
+
+def test_every_leakfree_node_appears_in_a_template(pack_nodes):
+    """A node no template uses is a node nobody finds: each registered LeakFree node is in some API twin (and so,
+    by the test above, in its UI workflow)."""
+    used = {node["class_type"] for path in API_WORKFLOWS for node in json.loads(path.read_text()).values()}
+    missing = sorted(set(pack_nodes) - used)
+    assert not missing, f"LeakFree nodes in no template of workflows/: {missing}"
 
 
 def run_headless(tmp_path, *args):
@@ -71,7 +83,7 @@ def run_headless(tmp_path, *args):
     but torch's compile cache."""
     temp = tmp_path / "temp"
     temp.mkdir()
-    command = [sys.executable, "-m", "scripts.run_workflow", "--size", "128", *args, "--output-dir", str(tmp_path / "out")]
+    command = [sys.executable, "-m", "scripts.run_workflow", *args, "--output-dir", str(tmp_path / "out")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT, env={**os.environ, "TMPDIR": str(temp)})
     left = [path.name for path in temp.iterdir() if not path.name.startswith("torchinductor_")]
     assert not left, left
@@ -79,14 +91,31 @@ def run_headless(tmp_path, *args):
 
 
 def test_headless_runner_runs_the_example_with_comfyuis_executor(tmp_path):
-    done = run_headless(tmp_path, "--steps", "2")
+    """The README's command as written, without --ckpt: on a machine without a GPU the random checkpoint runs at the
+    quick size (128 px, 2 steps) unasked, and the last lines say where the edited image and the mask preview are."""
+    import torch
+
+    quick = [] if not torch.cuda.is_available() else ["--size", "128", "--steps", "2"]
+    done = run_headless(tmp_path, *quick)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     saved = list((tmp_path / "out").glob("LeakFreeEdit_*.png"))
     assert len(saved) == 1 and Image.open(saved[0]).size == (128, 128)
-    assert "done in" in done.stdout
+    if not quick:
+        assert "the quick size, 128 px and 2 steps" in done.stdout
+    said = dict(line.split(": ", 1) for line in done.stdout.splitlines() if line.startswith(("Save edited image: ", "Mask preview: ")))
+    assert Path(said["Save edited image"]) == saved[0].resolve()
+    with Image.open(said["Mask preview"]) as preview:
+        assert preview.size == (128, 128) and Path(said["Mask preview"]).is_relative_to((tmp_path / "out").resolve())
+
+
+def test_headless_runner_says_there_is_no_checkpoint_file_at_a_placeholder_path():
+    command = [sys.executable, "-m", "scripts.run_workflow", "--ckpt", "/path/to/v1-5-pruned-emaonly.safetensors"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2
+    assert "no file at /path/to/v1-5-pruned-emaonly.safetensors" in done.stderr and "not in []" not in done.stderr
 
 
 def test_headless_runner_reports_a_node_error_as_the_app_does(tmp_path):
-    done = run_headless(tmp_path, "--steps", "1", "--edits", "wolf goat")
+    done = run_headless(tmp_path, "--size", "128", "--steps", "1", "--edits", "wolf goat")
     assert done.returncode == 1
     assert "LeakFreeObjectRestrictedEncode" in done.stderr and "line 1" in done.stderr, done.stderr[-3000:]

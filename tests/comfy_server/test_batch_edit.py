@@ -19,7 +19,7 @@ from harness.server import ComfyServer
 from pipelines.cli import batch_subfolder
 from pipelines.comfyui import ROOT
 
-PAINTED = ROOT / "api_workflows" / "edit_painted_masks_sd15.json"
+PAINTED = ROOT / "workflows" / "api" / "edit_painted_masks_sd15.json"
 CHEAP = ["--size", "128", "--steps", "1", "--cfg", "1"]
 
 

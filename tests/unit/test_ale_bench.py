@@ -13,7 +13,7 @@ IMAGE = "artificial_img03"
 
 
 def test_the_runner_fills_the_workflow_for_each_edit():
-    painted = json.loads((ROOT / "api_workflows" / "edit_painted_masks_sd15.json").read_text())
+    painted = json.loads((ROOT / "workflows" / "api" / "edit_painted_masks_sd15.json").read_text())
     edit = BenchEdit(IMAGE, 3, "color", 4, (("wolf", "red wolf"), ("moon", "blue moon"), ("mountain", "gold mountain")))
     graph = ale_bench.edit_graph(painted, edit, "img.png", ["a.png", "b.png", "c.png"], seed=42, steps=3, size=128)
     masks = {k: v for k, v in graph.items() if v["class_type"] == "LoadImageMask"}
@@ -24,7 +24,7 @@ def test_the_runner_fills_the_workflow_for_each_edit():
         "wolf -> red wolf\nmoon -> blue moon\nmountain -> gold mountain"
     sampler = next(v for v in graph.values() if v["class_type"] == "KSampler")["inputs"]
     assert (sampler["seed"], sampler["steps"]) == (42, 3)
-    dual = json.loads((ROOT / "api_workflows" / "edit_dual_branch_lcm_sd15.json").read_text())
+    dual = json.loads((ROOT / "workflows" / "api" / "edit_dual_branch_lcm_sd15.json").read_text())
     guider = next(v for v in ale_bench.edit_graph(dual, edit, "img.png", [], 42, None, 128).values() if v["class_type"] == "LeakFreeDualBranchGuider")
     assert guider["inputs"]["self_attention_schedule"] == "color"  # ALE's get_hyps per edit type
     composited = ale_bench.with_pixel_composite(dual, 8)
@@ -35,7 +35,7 @@ def test_the_runner_fills_the_workflow_for_each_edit():
 
 def test_the_ale_protocol_graph_has_ales_settings():
     """ALE-Edit's edit.py / run_ale_bench.py settings on the dual-branch workflow, whatever the JSON says."""
-    dual = json.loads((ROOT / "api_workflows" / "edit_dual_branch_lcm_sd15.json").read_text())
+    dual = json.loads((ROOT / "workflows" / "api" / "edit_dual_branch_lcm_sd15.json").read_text())
     for node in dual.values():  # a user's copy with other values everywhere
         node["inputs"].update({k: v for k, v in {"target_cfg": 5.0, "steps": 30, "sampler_name": "euler", "box_threshold": 0.3,
                                                   "mask_resize": "area", "start": "img2img"}.items() if k in node["inputs"]})

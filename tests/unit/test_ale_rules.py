@@ -84,7 +84,7 @@ def test_overlap_rules_background_and_inner():
 def test_the_ale_workflow_uses_the_official_settings():
     import json
 
-    graph = json.loads((ROOT / "api_workflows" / "edit_dual_branch_lcm_sd15.json").read_text())
+    graph = json.loads((ROOT / "workflows" / "api" / "edit_dual_branch_lcm_sd15.json").read_text())
     by_class = {node["class_type"]: node["inputs"] for node in graph.values()}
     assert by_class["BasicScheduler"]["scheduler"] == "simple" and by_class["BasicScheduler"]["steps"] == 15
     assert by_class["KSamplerSelect"]["sampler_name"] == "lcm" and by_class["ModelSamplingDiscrete"]["sampling"] == "lcm"

@@ -158,7 +158,7 @@ def test_the_mask_free_template_takes_batch_jobs_without_masks(tmp_path):
     from pipelines.jobs import make_job
     from pipelines.slots import find_slots
 
-    workflow = ROOT / "api_workflows" / "edit_dpl_maskfree_sd15.json"
+    workflow = ROOT / "workflows" / "api" / "edit_dpl_maskfree_sd15.json"
     slots = find_slots(json.loads(workflow.read_text()), workflow.name)
     assert slots.mask_node is None and slots.painted is None and not slots.problems({"seed", "steps"}, True, set())
     (tmp_path / "photo.png").write_bytes(b"")

@@ -4,14 +4,16 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { register } from "node:module";
 
-// leakfree_edit.js imports the frontend's `app` from ../../scripts/app.js, which only the ComfyUI server serves:
-// resolve it to a stand-in that keeps the registered extension.
+// leakfree_edit.js imports the frontend's `app` and `api` from ../../scripts/, which only the ComfyUI server serves:
+// resolve them to stand-ins (the app keeps the registered extension).
 register(
   "data:text/javascript," +
     encodeURIComponent(`
       const APP = "export const app = { registerExtension(e) { (globalThis.leakfreeExtensions ??= []).push(e); } };";
+      const API = "export const api = {};";
       export async function resolve(specifier, context, next) {
         if (specifier.endsWith("/scripts/app.js")) return { url: "data:text/javascript," + encodeURIComponent(APP), shortCircuit: true };
+        if (specifier.endsWith("/scripts/api.js")) return { url: "data:text/javascript," + encodeURIComponent(API), shortCircuit: true };
         return next(specifier, context);
       }`),
 );
