@@ -30,15 +30,19 @@ def detection():
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory, detection):
-    """A models/ tree registered the way extra_model_paths.yaml registers one."""
+    """A models/ tree registered the way extra_model_paths.yaml registers one, searched first (another test's folder
+    may hold files of the same names) and unregistered after this module."""
     import folder_paths
 
     root = tmp_path_factory.mktemp("models")
-    for name in (detection.DINO_FOLDER, detection.SAM_FOLDER, detection.BERT_FOLDER):
+    names = (detection.DINO_FOLDER, detection.SAM_FOLDER, detection.BERT_FOLDER)
+    for name in names:
         (root / name).mkdir()
-        folder_paths.add_model_folder_path(name, str(root / name))
+        folder_paths.add_model_folder_path(name, str(root / name), is_default=True)
     shutil.copy(shipped_vocab_dir() / "vocab.txt", root / detection.BERT_FOLDER / "vocab.txt")
-    return root
+    yield root
+    for name in names:
+        folder_paths.folder_names_and_paths[name][0].remove(str(root / name))
 
 
 @pytest.fixture(scope="module")
