@@ -4,6 +4,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from pipelines.comfyui import ROOT
@@ -38,3 +39,21 @@ def run_batch(*args, wait=True, timeout=900):
     if not wait:  # the tests stop it with SIGINT, as Ctrl-C does
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=_ctrl_c_reaches_it)
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def rows(out: Path) -> list[dict]:
+    """The rows of a batch's results.jsonl in ``out`` (none before the first)."""
+    path = out / "results.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_for(condition, timeout: float, what: str, process=None):
+    """Poll ``condition`` until it holds; fail when ``timeout`` passes or the batch ``process`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the batch exited ({process.returncode}) before {what}:\n{process.communicate()[1][-3000:]}")
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting until {what}")

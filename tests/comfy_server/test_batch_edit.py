@@ -6,7 +6,6 @@ server, a second one that is killed mid-batch, and the local one the command sta
 """
 import json
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -14,18 +13,13 @@ import requests
 from PIL import Image
 
 from harness import model_files
-from harness.batches import ale_layout, run_batch
+from harness.batches import ale_layout, rows, run_batch, wait_for
 from harness.server import ComfyServer
 from pipelines.cli import batch_subfolder
 from pipelines.comfyui import ROOT
 
 PAINTED = ROOT / "workflows" / "api" / "edit_painted_masks_sd15.json"
 CHEAP = ["--size", "128", "--steps", "1", "--cfg", "1"]
-
-
-def rows(out: Path) -> list[dict]:
-    path = out / "results.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def our_prompts(server: ComfyServer, out: Path, where: str = "history") -> list:
@@ -36,23 +30,6 @@ def our_prompts(server: ComfyServer, out: Path, where: str = "history") -> list:
         return [e for e in entries if e["prompt"][3].get("leakfree_batch", {}).get("batch") == batch]
     queue = server.get("/queue").json()
     return [item for item in queue["queue_running"] + queue["queue_pending"] if item[3].get("leakfree_batch", {}).get("batch") == batch]
-
-
-def wait_for(condition, timeout: float, what: str, process=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"the batch exited ({process.returncode}) before {what}:\n{process.communicate()[1][-3000:]}")
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting until {what}")
-
-
-# -- without a server ----------------------------------------------------------------------------------------
-
-
-# -- on real servers -----------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

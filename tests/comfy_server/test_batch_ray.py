@@ -7,33 +7,16 @@ import json
 import re
 import signal
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 from PIL import Image
 
-from harness.batches import ale_layout, run_batch
+from harness.batches import ale_layout, rows, run_batch, wait_for
 from pipelines.ray_dispatch import SCRATCH_PREFIX
 
 CHEAP = ["--size", "128", "--steps", "1", "--cfg", "1"]
-
-
-def rows(out: Path) -> list[dict]:
-    path = out / "results.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def wait_for(condition, timeout: float, what: str, process=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"the batch exited ({process.returncode}) before {what}:\n{process.communicate()[1][-3000:]}")
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting until {what}")
 
 
 @pytest.fixture(scope="module")
