@@ -10,6 +10,7 @@ ControlNet residual bit-identical, while removing IP-Adapter, the LoRA or the Co
 """
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -114,8 +115,8 @@ def wolf_pixels(height: int, width: int) -> torch.Tensor:
     masks = []
     for name in ("wolf_mask.png", "moon_mask.png"):
         with Image.open(ROOT / "example_inputs" / name) as image:
-            masks.append(torch.tensor(list(image.convert("L").resize((SIZE, SIZE), Image.Resampling.NEAREST).getdata()),
-                                      dtype=torch.float32).view(SIZE, SIZE) / 255.0)
+            pixels = np.asarray(image.convert("L").resize((SIZE, SIZE), Image.Resampling.NEAREST), dtype=np.float32)
+            masks.append(torch.from_numpy(pixels) / 255.0)
     masks = dilate(binarize(torch.stack(masks)), dilation_radius(SIZE, SIZE))
     return region_weights(resize_masks(masks, height, width))[:, 1] == 1
 
