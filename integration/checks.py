@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import comfy.ldm.flux.model as comfy_flux
 import torch
 
 from ..attention.ore import OreEmbeddings
 from ..attention.plan import EditPlan
 from ..masking.quality import aspect_mismatch
 from .errors import NodeInputError
-from .patching import context_dim, is_flux_model
 
 ORE_KEY = "leakfree_ore"  # where the payload rides in the target conditioning's options
 JOINT_KEY = "leakfree_joint"  # where Object-Restricted Encode for Flux puts its payload (integration/flux.py)
@@ -83,6 +83,15 @@ def check_masks(masks, plan: EditPlan, node: str) -> torch.Tensor:
     """The masks as given (``[I * N, H, W]``), once :func:`mask_sets` accepts them for ``plan``."""
     mask_sets(masks, plan.objects, node)
     return masks
+
+
+def context_dim(model) -> int | None:
+    return model.model.model_config.unet_config.get("context_dim")
+
+
+def is_flux_model(model) -> bool:
+    """A Flux (MMDiT) diffusion model: dev, schnell, Kontext, fine-tunes (ComfyUI's comfy.ldm.flux.model.Flux)."""
+    return isinstance(model.model.diffusion_model, comfy_flux.Flux)
 
 
 def check_model(model, plan: EditPlan, node: str) -> None:

@@ -32,7 +32,8 @@ from ..attention.self_attention import LAYOUT_KEY
 from .checks import JOINT_KEY, ORE_KEY, check_mask_size
 from .errors import NodeInputError
 from .object_masks import show_warnings
-from .patching import TargetConds, attention_flag, context_dim, is_flux_model
+from .checks import context_dim, is_flux_model
+from .patching import TargetConds, attention_flag
 
 WRAPPER_KEY = "leakfree_edit_joint"
 TEXT_ENCODERS = {"l", "t5xxl"}  # the tokenizer keys of Flux's CLIP (comfy/text_encoders/flux.py, FluxTokenizer)

@@ -7,7 +7,6 @@ import logging
 import torch
 
 import comfy.conds
-import comfy.ldm.flux.model as comfy_flux
 import comfy.ldm.modules.attention as comfy_attention
 import comfy.patcher_extension
 
@@ -15,6 +14,7 @@ from ..attention.region_attention import (
     LATER_KEY, PROGRAM_KEY, RegionAttentionProgram, RegionCrossAttention, ValueSubstitution, target_rows,
 )
 from ..attention.self_attention import RegionSelfAttention
+from .checks import check_mask_size, is_flux_model
 from .errors import NodeInputError
 
 log = logging.getLogger("LeakFreeEdit")
@@ -41,15 +41,6 @@ def attention_blocks(diffusion_model, attention: str = "attn2") -> list[tuple[st
                     if getattr(transformer, attention, None) is not None:
                         keys.append((name, number, index))
     return keys
-
-
-def context_dim(model) -> int | None:
-    return model.model.model_config.unet_config.get("context_dim")
-
-
-def is_flux_model(model) -> bool:
-    """A Flux (MMDiT) diffusion model: dev, schnell, Kontext, fine-tunes (ComfyUI's comfy.ldm.flux.model.Flux)."""
-    return isinstance(model.model.diffusion_model, comfy_flux.Flux)
 
 
 def percent_to_sigma(model, percent: float) -> float:
@@ -182,8 +173,6 @@ class RegionTargetConds(TargetConds):
         return program.cross is not None and program.cross.active(timestep)
 
     def check(self, program, x_in: torch.Tensor) -> None:
-        from .checks import check_mask_size  # checks.py imports this module
-
         check_mask_size(program.cross.masks, x_in, "Region-Guided Cross-Attention (LeakFree)", "the latent being sampled",
                         "the image you sample, or connect that image to the Object Masks node's image input to check them there")
 

@@ -6,7 +6,7 @@ from ..integration.capture import capture_attention
 from ..integration.object_masks import dilation_pixels
 from ..integration.encoding import encode_source
 from ..integration.errors import NodeInputError
-from ..integration.patching import context_dim
+from ..integration.checks import context_dim
 from ..integration.sockets import CATEGORY, EditPlan, object_mask_outputs
 from ..attention.localisation import AttentionCapture, masks_from_attention
 from ..masking.ops import background_mask
