@@ -1,7 +1,7 @@
 """The pack's one home for ComfyUI-facing code; ``nodes/`` declares nodes and maps their inputs to calls of this
 package, ``attention/``, ``masking/`` and ``evaluation/`` hold the math and never import ComfyUI.
 
-    patching.py        block walking, the region attention program installed on a clone, model kinds, percent -> sigma
+    patching.py        block walking, the region attention program installed on a clone, percent -> sigma
     guider.py          the Dual-Branch Edit Guider (a CFGGuider) and its rows
     capture.py         the capture run of Masks from Attention
     prompt_learning.py DPL's learning passes inside the sampler (gradients, lent weights, the cache)
@@ -10,7 +10,8 @@ package, ``attention/``, ``masking/`` and ``evaluation/`` hold the math and neve
     object_masks.py    the mask nodes' shared path (binarise, dilate, overlaps, warnings, preview)
     detection.py       Grounding-DINO and SAM files from the model folders, cached
     metrics.py         the metric models from models/leakage_metrics
-    checks.py          input checks with the node's name and the fix (the mask-set check among them), the ORE payload
+    checks.py          input checks with the node's name and the fix (the mask-set check among them), model kinds,
+                       the ORE payload
     sockets.py         the custom socket types and shared widgets
     errors.py          NodeInputError, the error the nodes raise
 """
