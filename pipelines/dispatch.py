@@ -105,6 +105,12 @@ def result_row(item: Prepared, status: str, where: str, seconds: float, run_id: 
             "fingerprint": item.fingerprint, "prompt_id": run_id, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
+def output_images(item: Prepared, outputs: dict) -> tuple[list[dict], list[dict]]:
+    """A finished prompt's images (ComfyUI's output entries, in node order): the saved ones, and the job's mask previews."""
+    images = [(node, image) for node, output in sorted(outputs.items()) for image in output.get("images", [])]
+    return [image for _, image in images if image.get("type") == "output"], [image for node, image in images if node in item.previews]
+
+
 def write_outputs(out: Path, item: Prepared, saved: list[tuple[str, bytes]], previews: list[tuple[str, bytes]]) -> list[str]:
     """Write a job's saved images and mask previews (``(file name it had, bytes)``) as ``<image stem>/<job id>.png``,
     ``<job id>_masks.png`` (``_2``, ... when there are several), each whole or not at all; their paths below ``out``."""
@@ -381,9 +387,7 @@ class Dispatcher(BatchRun):
 
     async def _fetch(self, client: ComfyClient, item: Prepared, entry: dict) -> list[str]:
         """Download the saved images and the mask preview; write them, each whole or not at all."""
-        images = [(node, image) for node, output in sorted(entry["outputs"].items()) for image in output.get("images", [])]
-        saved = [image for _, image in images if image.get("type") == "output"]
-        previews = [image for node, image in images if node in item.previews]
+        saved, previews = output_images(item, entry["outputs"])
         if not saved:
             return []
         blobs = [await client.view(image) for image in saved + previews]  # everything fetched before anything is written

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .comfyui import ROOT
-from .dispatch import NO_IMAGE, BatchRun, Prepared, ResultsLog, job_warnings, result_row, write_outputs
+from .dispatch import NO_IMAGE, BatchRun, Prepared, ResultsLog, job_warnings, output_images, result_row, write_outputs
 
 REQUIREMENTS = ROOT / "requirements-ray.txt"
 EDIT_WORKER = "harness.edit_worker:EditWorker"  # module:class, imported in the Ray worker processes only
@@ -165,8 +165,6 @@ class RayDispatcher(BatchRun):
         try:
             self._start(context)
             self._loop()
-            if self.pending and not self.gave_up:
-                self.gave_up = "no worker can take the jobs"
         finally:
             self._stop()
             signal.signal(signal.SIGTERM, on_sigterm)
@@ -193,9 +191,7 @@ class RayDispatcher(BatchRun):
                   + (f"; dashboard: http://{dashboard}" if dashboard else ""))
         actor = ray.remote(WorkerHost).options(max_restarts=MAX_RESTARTS, max_task_retries=0, scheduling_strategy="SPREAD", **options)
         for number in range(1, count + 1):
-            worker = Worker(actor.remote(EDIT_WORKER, *self.worker_args), number)
-            worker.probe = worker.handle.describe.remote()
-            self.workers.append(worker)
+            self.workers.append(Worker(actor.remote(EDIT_WORKER, *self.worker_args), number))
 
     def _stop(self) -> None:
         """Finished workers remove their scratch folders; then every worker is killed (a running job stops) and the
@@ -301,13 +297,10 @@ class RayDispatcher(BatchRun):
         """The job's row, its files written first (each whole): the saved images and the mask previews."""
         if not answer["success"]:
             return result_row(item, "error", worker.name, seconds, task, error=answer["error"])
-        images = [(node, image) for node, output in sorted(answer["outputs"].items()) for image in output.get("images", [])]
-
         def content(image: dict) -> tuple[str, bytes]:
             return image["filename"], answer["files"][(image.get("type", "output"), image.get("subfolder", ""), image["filename"])]
 
-        saved = [content(image) for _, image in images if image.get("type") == "output"]
-        previews = [content(image) for node, image in images if node in item.previews]
+        saved, previews = ([content(image) for image in images] for images in output_images(item, answer["outputs"]))
         outputs = write_outputs(self.results.out, item, saved, previews) if saved else []
         return result_row(item, "ok" if outputs else "error", worker.name, seconds, task, outputs, "" if outputs else NO_IMAGE,
                           job_warnings(answer["outputs"]), self.strict)
