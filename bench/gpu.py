@@ -30,7 +30,6 @@ from pathlib import Path
 
 from harness import comfy_env
 
-EDITS = "wolf -> brown-colored goat\nmoon -> moon made of gold"
 KERNELS = {  # torch's SDPA implementations, by the aten op the dispatcher picks
     "_scaled_dot_product_flash_attention": "flash",
     "_scaled_dot_product_flash_attention_for_cpu": "flash (CPU)",
@@ -73,15 +72,6 @@ def routed_scopes():
             setattr(module, name, original)
 
 
-def two_masks(size: int):
-    import torch
-
-    masks = torch.zeros(2, size, size)
-    masks[0, : size // 2, : size // 2] = 1
-    masks[1, size // 2 :, size // 3 :] = 1
-    return masks
-
-
 def on_device(patcher, device):
     """The model to be loaded on ``device`` by ComfyUI's model management (random_models builds for the CPU)."""
     patcher.load_device = device
@@ -94,12 +84,14 @@ def sdxl_variants(shape: str, size: int, dtype, device) -> tuple[dict, int]:
     import torch
 
     from harness import random_models
-    from harness.editing import encode
+    from harness.editing import EDITS, encode, sample
     from leakfree_edit.nodes.background_blend import LatentBackgroundBlend
     from leakfree_edit.nodes.dual_branch import DualBranchGuider
     from leakfree_edit.nodes.encode import ObjectRestrictedEncode
     from leakfree_edit.nodes.rebalance import SourceDominanceRebalance
     from leakfree_edit.nodes.region_attention import RegionGuidedCrossAttention
+
+    from .rebalance_step import two_masks
 
     clip = random_models.clip("sdxl")
     plain = on_device(random_models.unet("sdxl", shape, dtype=dtype), device)
@@ -116,7 +108,7 @@ def sdxl_variants(shape: str, size: int, dtype, device) -> tuple[dict, int]:
     lcm = comfy.samplers.ksampler("lcm")
 
     def ksampler(model, mask=None):
-        return lambda: sample_step(model, target, negative, latent, 7.0, mask)
+        return lambda: sample(model, target, negative, latent, 7.0, steps=1, noise_mask=mask, seed=1)
 
     def dual_branch():
         sigmas = comfy.samplers.calculate_sigmas(guider.model_patcher.get_model_object("model_sampling"), "simple", 1)
@@ -130,8 +122,11 @@ def flux_variants(blocks: tuple[int, int], size: int, dtype, device) -> tuple[di
     import torch
 
     from harness import random_models
+    from harness.editing import EDITS, sample
     from leakfree_edit.nodes.encode_flux import ObjectRestrictedEncodeFlux
     from leakfree_edit.nodes.joint_attention import RegionGuidedJointAttention
+
+    from .rebalance_step import two_masks
 
     random_models.FLUX_SHAPES["reduced"].update(depth=blocks[0], depth_single_blocks=blocks[1])
     plain = on_device(random_models.flux("reduced", dtype=dtype), device)
@@ -139,17 +134,8 @@ def flux_variants(blocks: tuple[int, int], size: int, dtype, device) -> tuple[di
     target = [[target[0][0], dict(target[0][1], guidance=3.5)]]
     latent = torch.randn(1, 16, size // 8, size // 8, generator=torch.Generator().manual_seed(0))
     joint, = RegionGuidedJointAttention.execute(plain, target, two_masks(size))
-    step = lambda model: lambda: sample_step(model, target, target, latent, 1.0)
+    step = lambda model: lambda: sample(model, target, target, latent, 1.0, steps=1, seed=1)
     return {"Flux plain": step(plain), "Flux joint attention": step(joint)}, size // 8
-
-
-def sample_step(model, positive, negative, latent, cfg, noise_mask=None):
-    import comfy.sample
-    import torch
-
-    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
-    comfy.sample.sample(model, noise, 1, cfg, "euler", "normal", positive, negative, latent, denoise=1.0, noise_mask=noise_mask,
-                        seed=0, disable_pbar=True)
 
 
 def synchronized(device) -> None:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from pipelines.comfyui import ROOT
+from pipelines.slots import consumers
 
 from . import comfy_env
 from .runner import Runner
@@ -76,12 +77,6 @@ def prepare_inputs(bench: Path, edit: ale_bench.BenchEdit, size: int, input_dir:
     return image_name, names
 
 
-def linked_from(graph: dict, node_id: str) -> list[tuple[str, str]]:
-    """(node, input) pairs that read an output of ``node_id``."""
-    return [(key, name) for key, node in graph.items() for name, value in node["inputs"].items()
-            if isinstance(value, list) and len(value) == 2 and value[0] == node_id]
-
-
 def ale_protocol_graph(template: dict, masks: str = "grounded-sam", lcm_lora: str | None = None, detector: str | None = None,
                        segmenter: str | None = None, steps: int = ALE_STEPS, on_missing: str = "error") -> dict:
     """The dual-branch LCM workflow set to ALE-Edit's protocol (:data:`ALE_SETTINGS`, ``steps``): ``masks`` "grounded-sam"
@@ -111,7 +106,7 @@ def ale_protocol_graph(template: dict, masks: str = "grounded-sam", lcm_lora: st
             graph[inputs["segmenter"][0]]["inputs"]["model_name"] = segmenter or graph[inputs["segmenter"][0]]["inputs"]["model_name"]
     for key in [k for k, node in graph.items() if node["class_type"] == LORA_LOADER]:
         if lcm_lora == "none":
-            for reader, name in linked_from(graph, key):
+            for reader, name in consumers(graph, [key, 0]):  # its one output, the model
                 graph[reader]["inputs"][name] = graph[key]["inputs"]["model"]
             del graph[key]
         elif lcm_lora:
