@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from ..masking.ops import OVERLAP_RULES
 from ..masking.token_grid import token_regions
 from .plan import EditPlanError
-from .region_attention import SigmaWindow, target_rows
+from .region_attention import SigmaWindow, split_heads, target_rows
 from .self_attention import LAYOUT_KEY, BranchLayout, StructureLock, lock_queries_and_keys
 
 NODE = "Region-Guided Joint Attention (LeakFree)"
@@ -232,8 +232,7 @@ def sdpa_attention(q, k, v, heads, mask=None, attn_precision=None, skip_reshape=
     functions (comfy/ldm/modules/attention.py, ``attention_pytorch``), so another pack's override can take it as its
     ``func``. ``[B, tokens, heads * dim]`` in and out, or ``[B, heads, tokens, dim]`` in with ``skip_reshape``."""
     if not skip_reshape:
-        batch, _, inner = q.shape
-        q, k, v = (t.view(batch, -1, heads, inner // heads).transpose(1, 2) for t in (q, k, v))
+        q, k, v = (split_heads(t, heads) for t in (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask.to(q.dtype))
     return out if skip_output_reshape else out.transpose(1, 2).flatten(2)
 

@@ -340,9 +340,9 @@ class PromptLearning:
         """The current run; a new one when the schedule changes or the steps start over (a re-queued graph)."""
         schedule = tuple(float(s) for s in sigmas) if sigmas is not None else ()
         if self.run is None or self.run.sigmas != schedule or step < self.run.last_step:
-            steps = max(1, len(schedule) - 1)
-            progress = self.progress(steps * self.settings.iterations) if self.settings.iterations > 0 else None
-            self.run = LearningRun(sigmas=schedule, progress=progress)
+            self.run = LearningRun(sigmas=schedule)
+            if self.settings.iterations > 0:
+                self.run.progress = self.progress(self.run.steps * self.settings.iterations)
         self.run.last_step = step
         return self.run
 

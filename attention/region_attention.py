@@ -273,7 +273,7 @@ class RegionCrossAttention:
         if stash is None:
             replaced = None
             if program is not None and program.replacement is not None:
-                replaced = program.replacement.attend(q, k, v, heads, extra_options, extra_options.get(LAYOUT_KEY))
+                replaced = program.replacement.attend(q, k, v, heads, extra_options, extra_options.get(LAYOUT_KEY), program)
             if replaced is None:
                 return previous(q, k, v, extra_options) if previous else plain(q, k, v, heads, extra_options)
             if previous is not None:  # keep another pack's (additive) contribution
@@ -293,7 +293,7 @@ class RegionCrossAttention:
             parts = [plain(q[s], base_k[s], base_v[s], heads, extra_options) if s.stop > s.start else None for s in (before, after)]
             return torch.cat([p for p in (parts[0], region, parts[1]) if p is not None])
         out = region.new_empty((q.shape[0], *region.shape[1:]))
-        others = _complement(rows, q.shape[0])
+        others = complement(rows, q.shape[0])
         if others.numel():
             out[others] = plain(q[others], base_k[others], base_v[others], heads, extra_options)
         out[rows] = region
@@ -323,7 +323,8 @@ def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
     return t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
 
 
-def _complement(rows: torch.Tensor, batch: int) -> torch.Tensor:
+def complement(rows: torch.Tensor, batch: int) -> torch.Tensor:
+    """The batch rows not in ``rows``, in order."""
     keep = torch.ones(batch, dtype=torch.bool, device=rows.device)
     keep[rows] = False
     return torch.nonzero(keep).flatten()

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from ..masking.ops import downsampled_grid
 from .dual_branch import step_index
-from .region_attention import layer_size
+from .region_attention import layer_size, split_heads
 
 MATCH, MISMATCH, GAP = 1, -1, 0  # Prompt-to-Prompt's ScoreParams(gap=0, match=1, mismatch=-1)
 
@@ -181,14 +181,15 @@ class MapReplacement:
                 "could not see their source rows' attention. Free memory (smaller image or batch, other models unloaded).")
         return target, source
 
-    def attend(self, q, k, v, heads: int, extra_options: dict, layout) -> torch.Tensor | None:
-        """The cross-attention output of every row with the target rows replaced, or None outside the cross window."""
+    def attend(self, q, k, v, heads: int, extra_options: dict, layout, program) -> torch.Tensor | None:
+        """The cross-attention output of every row with the target rows replaced, or None outside the cross window
+        (the weights built once per context length for ``program``)."""
         if not self.cross_active(extra_options):
             return None
         target, source = self.rows(extra_options, layout)
         if target.numel() == 0:
             return None
-        mapper, keep = self.weights(k.shape[1], k.device, v.dtype)
+        mapper, keep = program.cached(("replacement", self, k.shape[1], k.device, v.dtype), lambda: self.weights(k.shape[1], k.device, v.dtype))
         return replaced_cross_attention(q, k, v, heads, target, source, mapper, keep)
 
     def weights(self, tokens: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,12 +210,11 @@ def replaced_cross_attention(q, k, v, heads: int, target: torch.Tensor, source: 
     in one SDPA call. ``q``/``k`` [B, HW|K, heads * d], ``v`` [B, K, heads * e] (e may differ from d); ``mapper``
     M diag(alpha) [K, K], ``keep`` 1 - alpha [K]."""
     batch = q.shape[0]
-    split = lambda t: t.view(batch, t.shape[1], heads, -1).transpose(1, 2)
     extra = torch.zeros_like(v)
     extra[source] = torch.einsum("st,rtc->rsc", mapper, v[target])  # P_s (M diag(alpha) v_t) from the source's own softmax
     extra[target] = v[target] * keep[:, None]  # P_t ((1 - alpha) v_t)
     width = v.shape[-1] // heads
-    out = F.scaled_dot_product_attention(split(q), split(k), torch.cat([split(v), split(extra)], dim=-1))
+    out = F.scaled_dot_product_attention(split_heads(q, heads), split_heads(k, heads), torch.cat([split_heads(v, heads), split_heads(extra, heads)], dim=-1))
     own, side = out[..., :width], out[..., width:]
     own[target] = side[target] + side[source]
     return own.transpose(1, 2).reshape(batch, -1, heads * width)

@@ -22,7 +22,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from .region_attention import LAYOUT_KEY, PROGRAM_KEY, SigmaWindow, layer_size
+from .region_attention import LAYOUT_KEY, PROGRAM_KEY, SigmaWindow, complement, layer_size
 
 
 @dataclass(frozen=True)
@@ -133,9 +133,8 @@ class RegionSelfAttention:
             out[rows] = biased + out[rows] - program.attention(q[rows], k[rows], v[rows], heads, extra_options)
             return out
         out = biased.new_empty((q.shape[0], *biased.shape[1:]))
-        others = torch.ones(q.shape[0], dtype=torch.bool, device=q.device)
-        others[rows] = False
-        if others.any():
+        others = complement(rows, q.shape[0])
+        if others.numel():
             out[others] = program.attention(q[others], k[others], v[others], heads, extra_options)
         out[rows] = biased
         return out
