@@ -105,11 +105,10 @@ def check_model(model, plan: EditPlan, node: str) -> None:
         )
 
 
-def check_mask_size(masks: torch.Tensor, latent: torch.Tensor | tuple[int, int], node: str, latent_name: str = "the source latent",
+def check_mask_size(masks: torch.Tensor, latent: torch.Tensor, node: str, latent_name: str = "the source latent",
                     fix: str = "the same image you VAE-encoded") -> None:
-    """Masks drawn on a picture of another shape than the latent's (a latent, or its (h, w)) would be stretched off the
-    objects: refused."""
-    (height, width), (rows, columns) = masks.shape[-2:], tuple(latent.shape[-2:] if isinstance(latent, torch.Tensor) else latent)
+    """Masks drawn on a picture of another shape than the latent's would be stretched off the objects: refused."""
+    (height, width), (rows, columns) = masks.shape[-2:], tuple(latent.shape[-2:])
     if aspect_mismatch((height, width), (rows, columns)):
         raise NodeInputError(
             f"{node}: the object masks are {width}x{height} px but {latent_name} is for a {8 * columns}x{8 * rows} px "

@@ -29,10 +29,9 @@ from ..attention.joint_attention import (
 )
 from ..attention.plan import EditPlan, EditPlanError, parse_edits
 from ..attention.self_attention import LAYOUT_KEY
-from .checks import JOINT_KEY, ORE_KEY, check_mask_size
+from .checks import JOINT_KEY, ORE_KEY, check_mask_size, context_dim, is_flux_model
 from .errors import NodeInputError
 from .object_masks import show_warnings
-from .checks import context_dim, is_flux_model
 from .patching import TargetConds, attention_flag
 
 WRAPPER_KEY = "leakfree_edit_joint"
@@ -150,14 +149,15 @@ class JointAttentionRouting:
             none = torch.empty(0, dtype=torch.long, device=context.device)
             targets, negatives = (none if found is None else found for found in (rows, negative))
             check_mask_sets(program, targets.numel(), negatives.numel())
-            check_mask_shape(program, height, width)
+            check_mask_size(program.regions.masks, x, JOINT_NODE, "the latent being sampled", "the image you sample")
             context = context.clone()
             window = program.regions.text.tokens
             context[targets, :window] = program.text_tokens(context.device, context.dtype)[1]
             context[negatives, :window] = program.own_slots(context[negatives, :window])
             routed, order = torch.sort(torch.cat([targets, negatives]))
-            images = tuple(torch.cat([torch.arange(targets.numel()), torch.arange(negatives.numel())])[order].tolist())
-            images = images if program.regions.mask_sets > 1 else ()
+            images = ()  # each routed row's image, to read its own mask set
+            if program.regions.mask_sets > 1:
+                images = tuple(torch.cat([torch.arange(targets.numel()), torch.arange(negatives.numel())])[order.cpu()].tolist())
             text_tokens = context.shape[1]
             bias_for = lambda tokens, device, dtype: program.bias(height, width, patch, text_tokens, tokens, device, dtype, images)
             if height % patch or width % patch:
@@ -204,10 +204,6 @@ def check_mask_sets(program: JointAttentionProgram, rows: int, negatives: int = 
         if count and sets not in (1, count):
             raise NodeInputError(f"{JOINT_NODE}: masks for {sets} images but {count} {what} in the batch; "
                                  "give one mask set, or one per image of the latent batch.")
-
-
-def check_mask_shape(program: JointAttentionProgram, latent_height: int, latent_width: int) -> None:
-    check_mask_size(program.regions.masks, (latent_height, latent_width), JOINT_NODE, "the latent being sampled", "the image you sample")
 
 
 def install_joint_program(model, program: JointAttentionProgram, unique_id=None) -> None:
